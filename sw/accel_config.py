@@ -1,0 +1,68 @@
+"""Build-time parameters of the accelerator, shared by the RTL generator and the compiler.
+
+The same dataclass elaborates the hardware (``hw/``) and tells the compiler (``sw/``) what the
+hardware can do; the CONFIG registers echo it so that a driver can refuse a plan built for another
+build. Impossible combinations fail in :meth:`AccelConfig.check` with a message naming them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class ConfigError(ValueError):
+    """An impossible accelerator configuration; the message names the offending parameters."""
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    lanes: int = 16  # L: channels per memory word; the AXI data bus is 8 * L bits
+    dense_out_lanes: int = 16  # output channels the dense engine computes at once
+    max_strip: int = 32  # widest column strip (output columns) the buffers hold
+    weight_buffer_bytes: int = 64 * 1024  # whole-layer weights of a dense or depthwise conv
+    input_buffer_words: int = 16 * 1024  # L-byte words of input strip rows
+    max_burst: int = 16  # AXI beats per burst
+    addr_width: int = 32
+    clock_mhz: float = 200.0
+
+    @property
+    def data_width(self) -> int:
+        return 8 * self.lanes
+
+    def check(self) -> AccelConfig:
+        def pow2(x: int) -> bool:
+            return x >= 1 and x & (x - 1) == 0
+
+        if not pow2(self.lanes) or not 4 <= self.lanes <= 64:
+            raise ConfigError(f"lanes = {self.lanes}: must be a power of two in 4..64")
+        if not pow2(self.dense_out_lanes) or self.dense_out_lanes > 64:
+            raise ConfigError(f"dense_out_lanes = {self.dense_out_lanes}: power of two <= 64")
+        if not 1 <= self.max_strip <= 255:
+            raise ConfigError(f"max_strip = {self.max_strip}: must be in 1..255 (8-bit field)")
+        if self.max_burst not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            raise ConfigError(f"max_burst = {self.max_burst}: AXI4 INCR bursts are 1..256 beats")
+        if self.max_burst * self.lanes > 4096:
+            raise ConfigError(
+                f"max_burst = {self.max_burst} x {self.lanes}-byte beats crosses 4 KiB"
+            )
+        # The input buffer must hold at least one strip window of a 5x5 kernel for one group.
+        need = 5 * ((self.max_strip - 1) * 2 + 5)
+        if self.input_buffer_words < need:
+            raise ConfigError(
+                f"input_buffer_words = {self.input_buffer_words} < {need}: too small for one "
+                f"5x5 stride-2 window of max_strip = {self.max_strip}"
+            )
+        if self.weight_buffer_bytes < self.dense_out_lanes * self.lanes:
+            raise ConfigError(
+                f"weight_buffer_bytes = {self.weight_buffer_bytes} cannot hold one "
+                f"{self.dense_out_lanes}x{self.lanes} weight block"
+            )
+        if self.addr_width != 32:
+            raise ConfigError(f"addr_width = {self.addr_width}: interface version 1 uses 32")
+        return self
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+DEFAULT_CONFIG = AccelConfig()
