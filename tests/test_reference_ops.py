@@ -22,7 +22,7 @@ from sim.reference.randnet import random_weights
 from sim.reference.requant import add_constants, conv_constants, quantize_multiplier
 from sw.artifact import decode_codes, encode_codes, invalid_codes, pow2_max_exponent
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None)
 FORMATS = [
     ("pow2", 3),
     ("pow2", 4),

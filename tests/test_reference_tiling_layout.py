@@ -10,7 +10,7 @@ from sim.reference import layout, run_network, run_node, tiling
 from sim.reference.randnet import random_conv, random_network, random_quant
 from sw.artifact import Node, Quant, validate
 
-SETTINGS = settings(max_examples=40, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None)
 
 
 @SETTINGS
@@ -71,7 +71,7 @@ def test_maxpool_and_upsample_tiled_equal_untiled(
         np.testing.assert_array_equal(run_node(node, [x], [q], strip_width=strip), whole)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(5, 20),
     w=st.integers(5, 20),

