@@ -1,0 +1,375 @@
+"""A functional model of the accelerator: registers, a DDR byte image and the descriptor engine.
+
+:class:`EmuDevice` behaves like the RTL at the register level (docs/accelerator-interface.md):
+the host writes DESC_ADDR / DESC_COUNT and CTRL.START, the device fetches the 64-byte descriptors
+from its DDR image, runs them one layer each on the channel-blocked tensors, packed weights and
+channel records it finds there, and ends in STATUS.DONE, or STATUS.ERROR with ERROR_CODE and
+ERROR_INDEX when a descriptor asks for something the build cannot do. Its checks follow the
+error codes of the interface; its arithmetic is ``sw.kernels`` (exact, vectorized).
+
+What it deliberately does not model: timing (PERF counters come from ``hw/cycle_model.py`` when
+that exists, else stay 0) and the strip-by-strip order of computation, which section 10 of
+docs/arithmetic.md proves equal to the whole-layer result; the strip width is still checked
+against the build (ERROR 3/4), exactly where the RTL would refuse it.
+
+Padding lanes: the RTL computes whole L-lane words. Padded output channels have zero weights and
+zero channel records, so they come out as ``z_out``; padded input lanes hold ``z_in`` and meet zero
+codes. The model computes the real channels and writes ``z_out`` into the padding lanes, which is
+the same bytes for every plan that follows the layout rules (the compiler tests check those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.reference.layout import CHANNEL_RECORD, unpack_codes
+from sw import kernels
+from sw.accel_config import AccelConfig
+from sw.artifact import decode_codes
+from sw.compiler import (
+    Capabilities,
+    input_window_words,
+    max_channels,
+    record_lanes,
+    weight_block_bytes,
+)
+from sw.descriptors import (
+    ACCEL_ID,
+    CTRL_IRQ_EN,
+    CTRL_START,
+    DESCRIPTOR_BYTES,
+    INTERFACE_VERSION,
+    OP_ADD,
+    OP_DENSE,
+    OP_DEPTHWISE,
+    REG_CONFIG,
+    REG_CONFIG2,
+    REG_CTRL,
+    REG_DESC_ADDR,
+    REG_DESC_COUNT,
+    REG_DESC_DONE,
+    REG_ERROR_CODE,
+    REG_ERROR_INDEX,
+    REG_ID,
+    REG_PERF_DENSE,
+    REG_PERF_DW,
+    REG_PERF_ELTWISE,
+    REG_PERF_MEM_STALL,
+    REG_PERF_TOTAL,
+    REG_STATUS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    WEIGHT_FORMAT_CODES,
+    Descriptor,
+)
+from sw.plan import ALIGN, align, groups
+
+FORMAT_NAMES = {v: k for k, v in WEIGHT_FORMAT_CODES.items()}
+ERR_OPCODE, ERR_SHAPE, ERR_STRIP, ERR_BUFFER, ERR_AXI, ERR_SIZES = 1, 2, 3, 4, 5, 6
+
+
+class DeviceFault(Exception):
+    """Raised inside the model when a descriptor fails; becomes STATUS.ERROR + ERROR_CODE."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+def config_registers(cfg: AccelConfig) -> tuple[int, int]:
+    """CONFIG and CONFIG2 as the RTL of build ``cfg`` reports them."""
+    config = cfg.lanes | (cfg.max_strip << 8) | (INTERFACE_VERSION << 16)
+    config2 = (cfg.weight_buffer_bytes // 64) | ((cfg.input_buffer_words // 16) << 16)
+    return config, config2
+
+
+@dataclass
+class _Weights:
+    v: np.ndarray  # decoded integer weights, real channels: (Cout, Cin or 1, k, k)
+    bias: np.ndarray
+    m_pos: np.ndarray
+    m_neg: np.ndarray
+    shift: np.ndarray
+    span: tuple[int, int]  # image offsets they were read from, for invalidation
+    in_ch: np.ndarray  # input lanes that meet a nonzero weight (real channels at least)
+    out_ch: np.ndarray  # output lanes computed (real channels, and padded ones with M != 0)
+
+
+class EmuDevice:
+    """Register-level model of one accelerator with ``size`` bytes of DDR at ``base``.
+
+    ``hang_after`` (fault injection for the driver's timeout test): after that many descriptors
+    the device stays BUSY forever, as a wedged AXI transaction would leave the RTL.
+    """
+
+    def __init__(self, cfg: AccelConfig, size: int, base: int = 0, hang_after: int = -1):
+        self.cfg = cfg.check()
+        self.caps = Capabilities.of(cfg)
+        self.base = base
+        self.mem = np.zeros(size, dtype=np.uint8)
+        self.hang_after = hang_after
+        self.cycles: Callable[[Descriptor, AccelConfig], int] | None = None
+        self.regs = dict.fromkeys(
+            [
+                REG_CTRL,
+                REG_STATUS,
+                REG_ERROR_CODE,
+                REG_ERROR_INDEX,
+                REG_DESC_ADDR,
+                REG_DESC_COUNT,
+                REG_DESC_DONE,
+                REG_PERF_TOTAL,
+                REG_PERF_DENSE,
+                REG_PERF_DW,
+                REG_PERF_ELTWISE,
+                REG_PERF_MEM_STALL,
+            ],
+            0,
+        )
+        self.regs[REG_ID] = ACCEL_ID
+        self.regs[REG_CONFIG], self.regs[REG_CONFIG2] = config_registers(cfg)
+        self._cache: dict[bytes, _Weights] = {}
+
+    # -- bus interface -----------------------------------------------------------------------
+
+    @property
+    def irq(self) -> bool:
+        st = self.regs[REG_STATUS]
+        return bool(st & (STATUS_DONE | STATUS_ERROR)) and bool(self.regs[REG_CTRL] & CTRL_IRQ_EN)
+
+    def read_reg(self, offset: int) -> int:
+        if offset not in self.regs:
+            return 0  # unmapped AXI-Lite addresses read as zero
+        v = self.regs[offset]
+        return v & ~CTRL_START if offset == REG_CTRL else v
+
+    def write_reg(self, offset: int, value: int) -> None:
+        value &= 0xFFFFFFFF
+        if offset == REG_STATUS:  # W1C on DONE and ERROR; BUSY is read-only
+            self.regs[REG_STATUS] &= ~(value & (STATUS_DONE | STATUS_ERROR))
+        elif offset == REG_CTRL:
+            self.regs[REG_CTRL] = value & CTRL_IRQ_EN
+            if value & CTRL_START and not self.regs[REG_STATUS] & STATUS_BUSY:
+                self._run()
+        elif offset in (REG_DESC_ADDR, REG_DESC_COUNT):
+            self.regs[offset] = value
+        # writes to read-only and unmapped registers are ignored, as on the AXI-Lite slave
+
+    def _span(self, addr: int, n: int) -> slice:
+        lo = addr - self.base
+        if lo < 0 or lo + n > self.mem.size:
+            raise DeviceFault(ERR_AXI, f"access 0x{addr:x}+{n} outside DDR")
+        return slice(lo, lo + n)
+
+    def write_mem(self, addr: int, data: bytes | np.ndarray) -> None:
+        buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+        buf = buf.reshape(-1).view(np.uint8)
+        s = self._span(addr, buf.size)
+        self.mem[s] = buf
+        if any(a < s.stop and s.start < b for w in self._cache.values() for a, b in [w.span]):
+            self._cache.clear()  # weights or records rewritten: decode them again
+
+    def read_mem(self, addr: int, n: int) -> np.ndarray:
+        return self.mem[self._span(addr, n)].copy()
+
+    def view(self, addr: int, n: int) -> np.ndarray:
+        """Zero-copy access, like a pynq buffer's numpy view (the input fast path)."""
+        return self.mem[self._span(addr, n)]
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        r = self.regs
+        for reg in (
+            REG_DESC_DONE,
+            REG_PERF_TOTAL,
+            REG_PERF_DENSE,
+            REG_PERF_DW,
+            REG_PERF_ELTWISE,
+            REG_PERF_MEM_STALL,
+            REG_ERROR_CODE,
+            REG_ERROR_INDEX,
+        ):
+            r[reg] = 0
+        r[REG_STATUS] = (r[REG_STATUS] & ~(STATUS_DONE | STATUS_ERROR)) | STATUS_BUSY
+        for i in range(r[REG_DESC_COUNT]):
+            if i == self.hang_after:
+                return  # stays BUSY, never DONE: the driver must time out
+            try:
+                if r[REG_DESC_ADDR] % ALIGN:
+                    raise DeviceFault(ERR_AXI, "descriptor address not 64-byte aligned")
+                raw = self.mem[
+                    self._span(r[REG_DESC_ADDR] + i * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES)
+                ]
+                d = Descriptor.unpack(raw.tobytes())
+                self.execute(d)
+            except DeviceFault as e:
+                r[REG_ERROR_CODE], r[REG_ERROR_INDEX] = e.code, i
+                r[REG_STATUS] = (r[REG_STATUS] & ~STATUS_BUSY) | STATUS_ERROR
+                return
+            r[REG_DESC_DONE] = i + 1
+            if self.cycles is not None:
+                c = int(self.cycles(d, self.cfg))
+                r[REG_PERF_TOTAL] += c
+                perf = {OP_DENSE: REG_PERF_DENSE, OP_DEPTHWISE: REG_PERF_DW}
+                r[perf.get(d.op, REG_PERF_ELTWISE)] += c
+        r[REG_STATUS] = (r[REG_STATUS] & ~STATUS_BUSY) | STATUS_DONE
+
+    def check(self, d: Descriptor) -> None:
+        """The refusals of the interface's ERROR_CODE, in the order the RTL would meet them."""
+        cfg, caps = self.cfg, self.caps
+        if d.op not in (OP_DENSE, OP_DEPTHWISE, OP_ADD):
+            raise DeviceFault(ERR_OPCODE, f"opcode {d.op}")
+        if not 1 <= d.strip_width <= cfg.max_strip:
+            raise DeviceFault(ERR_STRIP, f"strip {d.strip_width} > {cfg.max_strip}")
+        if d.op == OP_ADD:
+            if (d.in_channels, d.in_height, d.in_width) != (
+                d.out_channels,
+                d.out_height,
+                d.out_width,
+            ):
+                raise DeviceFault(ERR_SIZES, "add operands and output differ in shape")
+        else:
+            dense = d.op == OP_DENSE
+            kernels_ok = caps.dense_kernels if dense else caps.depthwise_kernels
+            fmts = caps.dense_weights if dense else caps.depthwise_weights
+            fmt = FORMAT_NAMES.get(d.weight_format)
+            if d.kernel not in kernels_ok or d.stride not in caps.strides or d.pad >= d.kernel:
+                raise DeviceFault(ERR_SHAPE, f"kernel {d.kernel} stride {d.stride} pad {d.pad}")
+            if (fmt, d.weight_bits) not in fmts:
+                raise DeviceFault(ERR_SHAPE, f"{d.weight_bits}-bit {fmt} weights")
+            ho, wo = kernels.conv_out_size(d.in_height, d.in_width, d.kernel, d.stride, d.pad)
+            if (ho, wo) != (d.out_height, d.out_width) or ho < 1 or wo < 1:
+                raise DeviceFault(ERR_SIZES, f"output {d.out_height}x{d.out_width} != {ho}x{wo}")
+            if not dense and d.in_channels != d.out_channels:
+                raise DeviceFault(ERR_SIZES, "depthwise with in != out channels")
+            kind = "dense" if dense else "depthwise"
+            words = input_window_words(
+                kind, d.kernel, d.stride, d.in_channels, d.strip_width, cfg.lanes
+            )
+            wbytes = weight_block_bytes(
+                kind, d.in_channels, d.out_channels, d.kernel, d.weight_bits, cfg
+            )
+            if (
+                words > cfg.input_buffer_words
+                or align(wbytes) > cfg.weight_buffer_bytes
+                or d.out_channels > max_channels(cfg)
+            ):
+                raise DeviceFault(ERR_BUFFER, f"needs {words} input words, {wbytes} weight bytes")
+        if min(d.in_channels, d.out_channels, d.in_height, d.in_width) < 1:
+            raise DeviceFault(ERR_SIZES, "empty tensor")
+        addrs = [d.in_addr, d.weight_addr, d.out_addr] + ([d.const_addr] if d.op != OP_ADD else [])
+        if any(a % ALIGN for a in addrs):
+            raise DeviceFault(ERR_AXI, "address not 64-byte aligned")
+
+    def _tensor(self, addr: int, c: int, h: int, w: int) -> np.ndarray:
+        """All G*L lanes of a tensor as (G*L, H, W), padding lanes included."""
+        lanes = self.cfg.lanes
+        g = groups(c, lanes)
+        raw = self.mem[self._span(addr, g * h * w * lanes)].reshape(g, h, w, lanes)
+        return raw.transpose(0, 3, 1, 2).reshape(g * lanes, h, w)
+
+    def _store(self, addr: int, q: np.ndarray, channels: np.ndarray, zero: int) -> None:
+        """Write computed ``channels`` (rows of ``q``); every other lane of the words is
+        ``zero``, which is what the RTL computes there from zero weights and records."""
+        lanes = self.cfg.lanes
+        n, h, w = q.shape
+        c = int(channels[-1]) + 1
+        g = groups(c, lanes)
+        out = self.mem[self._span(addr, g * h * w * lanes)].reshape(g, h, w, lanes)
+        if n == g * lanes:  # the usual case: every lane computed, one transposing copy
+            out[:] = q.reshape(g, lanes, h, w).transpose(0, 2, 3, 1)
+            return
+        full = np.full((g * lanes, h, w), zero, dtype=np.uint8)
+        full[channels] = q
+        out[:] = full.reshape(g, lanes, h, w).transpose(0, 2, 3, 1)
+
+    def _weights(self, d: Descriptor) -> _Weights:
+        """Decode the layer's packed weights and records from DDR, padding included (cached)."""
+        key = d.pack()
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        cfg = self.cfg
+        kind = "dense" if d.op == OP_DENSE else "depthwise"
+        k, cin, cout = d.kernel, d.in_channels, d.out_channels
+        nbytes = weight_block_bytes(kind, cin, cout, k, d.weight_bits, cfg)
+        w_at = self._span(d.weight_addr, nbytes)
+        if kind == "dense":
+            lo, li = cfg.dense_out_lanes, cfg.lanes
+            go, gi = groups(cout, lo), groups(cin, li)
+            codes = unpack_codes(self.mem[w_at], d.weight_bits, go * gi * k * k * lo * li)
+            codes = codes.reshape(go, gi, k, k, lo, li).transpose(0, 4, 1, 5, 2, 3)
+            codes = codes.reshape(go * lo, gi * li, k, k)
+        else:
+            g, lanes = groups(cout, cfg.lanes), cfg.lanes
+            codes = unpack_codes(self.mem[w_at], d.weight_bits, g * k * k * lanes)
+            codes = codes.reshape(g, k, k, lanes).transpose(0, 3, 1, 2).reshape(-1, 1, k, k)
+        v = decode_codes(codes, FORMAT_NAMES[d.weight_format], d.weight_bits)
+        n_rec = groups(cout, record_lanes(kind, cfg)) * record_lanes(kind, cfg)
+        c_at = self._span(d.const_addr, n_rec * 16)
+        rec = self.mem[c_at].copy().view(CHANNEL_RECORD)
+        # Padded lanes the RTL computes: an output channel with a zero multiplier yields z_out
+        # whatever its accumulator, and an input lane whose weights are all zero adds nothing
+        # whatever it holds; every other lane is computed, so a padding lane that breaks the
+        # layout rules (say a binary weight, +1, meeting a padding lane that is not z_in) gives
+        # the same wrong answer here as in the RTL.
+        n_out = min(v.shape[0], groups(cout, cfg.lanes) * cfg.lanes)
+        idx = np.arange(n_out)
+        used_out = (idx < cout) | (rec["m_pos"][:n_out] != 0) | (rec["m_neg"][:n_out] != 0)
+        out_ch = idx[used_out]
+        if kind == "dense":
+            nz_in = (v[out_ch] != 0).any(axis=(0, 2, 3))
+            in_ch = np.flatnonzero((np.arange(v.shape[1]) < cin) | nz_in)
+            v = v[out_ch][:, in_ch]
+        else:
+            in_ch = out_ch
+            v = v[out_ch]
+        r = rec[out_ch]
+        w = _Weights(
+            v,
+            r["bias"].copy(),
+            r["m_pos"].copy(),
+            r["m_neg"].copy(),
+            r["shift"].copy(),
+            (min(w_at.start, c_at.start), max(w_at.stop, c_at.stop)),
+            in_ch,
+            out_ch,
+        )
+        self._cache[key] = w
+        return w
+
+    def execute(self, d: Descriptor) -> None:
+        """Run one layer on the DDR image."""
+        self.check(d)
+        out_bits = d.out_bits
+        if not 2 <= out_bits <= 8:
+            raise DeviceFault(ERR_SIZES, f"out_bits {out_bits}")
+        x = self._tensor(d.in_addr, d.in_channels, d.in_height, d.in_width)
+        if d.op == OP_ADD:  # element-wise: all lanes, padding included, as the RTL does
+            y = self._tensor(d.weight_addr, d.in_channels, d.in_height, d.in_width)
+            out = kernels.add(
+                x,
+                d.z_in,
+                y,
+                d.z_in2,
+                d.m_a,
+                d.m_b,
+                d.shift,
+                d.z_out,
+                out_bits,
+                relu=bool(d.add_relu),
+            )
+            self._store(d.out_addr, out, np.arange(out.shape[0]), d.z_out)
+            return
+        w = self._weights(d)
+        if w.in_ch.size < x.shape[0]:
+            x = x[w.in_ch] if w.in_ch[-1] + 1 != w.in_ch.size else x[: w.in_ch.size]
+        conv = kernels.conv_dense if d.op == OP_DENSE else kernels.conv_depthwise
+        acc = conv(x, d.z_in, w.v, w.bias, d.stride, d.pad)
+        out = kernels.requantize(acc, w.m_pos, w.m_neg, w.shift, d.z_out, out_bits)
+        self._store(d.out_addr, out, w.out_ch, d.z_out)

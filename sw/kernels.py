@@ -1,0 +1,140 @@
+"""Fast, exact integer kernels of the arithmetic contract (docs/arithmetic.md) on (C, H, W) arrays.
+
+The emulator backend and the CPU steps of a plan both compute with these. They are vectorized
+and use float64 where BLAS makes it fast; that is exact, not approximate, for these reasons:
+
+* Section 4.3 bounds every partial sum of an accumulator, in any order of summation, by
+  ``2^31 - 1`` (the artifact loader rejects layers that could exceed it). Every such integer and
+  every product ``v * (q - z)`` is far below ``2^53``, so float64 represents all of them exactly
+  and a float64 BLAS matmul, whatever order it sums in, returns the exact integer accumulator.
+* Requantization ``P = acc * M`` is below ``2^31 * 2^16 = 2^47`` and ``P + 2^(S-1)`` below
+  ``2^48``: exact in float64. Multiplying by ``2^-S`` is exact (a power of two, no underflow for
+  ``S <= 47``) and ``floor`` of an exact value is exact, so round half up is reproduced bit for
+  bit. float32 (24-bit mantissa) would *not* be exact, which is why it is never used here.
+
+``tests/test_sw_emu.py`` checks equality with ``sim.reference`` on random networks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pad_map(d: np.ndarray, pad_rows: int, pad_cols: int) -> np.ndarray:
+    """Zero-pad rows and columns of a (C, H, W) map of ``q - z`` values (zero = real zero)."""
+    if pad_rows == 0 and pad_cols == 0:
+        return d
+    return np.pad(d, ((0, 0), (pad_rows, pad_rows), (pad_cols, pad_cols)))
+
+
+def _tap(d: np.ndarray, u: int, t: int, stride: int, ho: int, wo: int) -> np.ndarray:
+    return d[:, u : u + stride * (ho - 1) + 1 : stride, t : t + stride * (wo - 1) + 1 : stride]
+
+
+def conv_out_size(h: int, w: int, k: int, stride: int, pad: int) -> tuple[int, int]:
+    return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+
+
+def conv_dense(
+    q: np.ndarray, z_in: int, v: np.ndarray, bias: np.ndarray, stride: int, pad: int
+) -> np.ndarray:
+    """Section 4.2 accumulator of a dense conv as float64 holding exact integers (Cout, Ho, Wo).
+
+    ``q`` (Cin, H, W) codes, ``v`` (Cout, Cin, k, k) integer weights. One BLAS matmul per kernel
+    tap instead of an im2col matrix: the same flops without a k*k-times larger copy of the map.
+    """
+    cin, h, w = q.shape
+    cout, cin_w, k, _ = v.shape
+    assert cin_w == cin, "weights do not match the input channels"
+    ho, wo = conv_out_size(h, w, k, stride, pad)
+    d = pad_map(q.astype(np.float64) - z_in, pad, pad)
+    vf = v.astype(np.float64)
+    acc = np.empty((cout, ho * wo), dtype=np.float64)
+    acc[:] = bias.astype(np.float64)[:, None]
+    for u in range(k):
+        for t in range(k):
+            tap = _tap(d, u, t, stride, ho, wo).reshape(cin, ho * wo)
+            acc += vf[:, :, u, t] @ tap
+    return acc.reshape(cout, ho, wo)
+
+
+def conv_depthwise(
+    q: np.ndarray, z_in: int, v: np.ndarray, bias: np.ndarray, stride: int, pad: int
+) -> np.ndarray:
+    """Depthwise accumulator (channel o reads channel o alone), float64 exact, (C, Ho, Wo)."""
+    c, h, w = q.shape
+    assert v.shape[0] == c and v.shape[1] == 1, "depthwise weights must be (C, 1, k, k)"
+    k = v.shape[2]
+    ho, wo = conv_out_size(h, w, k, stride, pad)
+    d = pad_map(q.astype(np.float64) - z_in, pad, pad)
+    vf = v.astype(np.float64)[:, 0]
+    acc = np.empty((c, ho, wo), dtype=np.float64)
+    acc[:] = bias.astype(np.float64)[:, None, None]
+    for u in range(k):
+        for t in range(k):
+            acc += vf[:, u, t, None, None] * _tap(d, u, t, stride, ho, wo)
+    return acc
+
+
+def requantize(
+    acc: np.ndarray,
+    m_pos: np.ndarray,
+    m_neg: np.ndarray,
+    shift: np.ndarray,
+    z_out: int,
+    bits_out: int,
+) -> np.ndarray:
+    """Section 5 on a float64 accumulator of exact integers (exact; see the module docstring)."""
+    bc = (slice(None),) + (None,) * (acc.ndim - 1)
+    m = np.where(acc >= 0, m_pos.astype(np.float64)[bc], m_neg.astype(np.float64)[bc])
+    s = shift.astype(np.int64)
+    half = np.where(s > 0, np.ldexp(1.0, np.maximum(s - 1, 0)), 0.0)[bc]
+    r = np.floor(np.ldexp(acc * m + half, -s[bc]))
+    return np.clip(r + z_out, 0, (1 << bits_out) - 1).astype(np.uint8)
+
+
+def add(
+    a: np.ndarray,
+    z_a: int,
+    c: np.ndarray,
+    z_c: int,
+    m_a: int,
+    m_c: int,
+    shift: int,
+    z_out: int,
+    bits_out: int,
+    relu: bool = False,
+) -> np.ndarray:
+    """Section 6 residual add, in int64 (|T| < 2^25, but the rounding term 2^(S-1) may reach
+    2^46 for a large shift)."""
+    t = m_a * (a.astype(np.int64) - z_a) + m_c * (c.astype(np.int64) - z_c)
+    if relu:
+        np.maximum(t, 0, out=t)
+    if shift > 0:
+        t = (t + (1 << (shift - 1))) >> shift
+    return np.clip(t + z_out, 0, (1 << bits_out) - 1).astype(np.uint8)
+
+
+def upsample2x(q: np.ndarray) -> np.ndarray:
+    """Section 7 nearest upsampling by 2 of a (C, H, W) map."""
+    c, h, w = q.shape
+    out = np.empty((c, h, 2, w, 2), dtype=q.dtype)
+    out[...] = q[:, :, None, :, None]
+    return out.reshape(c, 2 * h, 2 * w)
+
+
+def maxpool(q: np.ndarray, kernel: int, stride: int, pad_before: int, pad_after: int) -> np.ndarray:
+    """Section 7 maxpool; padded taps never win (they hold 0, and a window always has a real
+    tap whose code is >= 0, so a 0 pad cannot exceed the true maximum)."""
+    c, h, w = q.shape
+    ho = (h + pad_before + pad_after - kernel) // stride + 1
+    wo = (w + pad_before + pad_after - kernel) // stride + 1
+    x = np.pad(q, ((0, 0), (pad_before, pad_after), (pad_before, pad_after)))
+    # Separable: max over window columns, then over window rows (same result, k+k not k*k ops).
+    cols = x[:, :, 0 : stride * (wo - 1) + 1 : stride].copy()
+    for t in range(1, kernel):
+        np.maximum(cols, x[:, :, t : t + stride * (wo - 1) + 1 : stride], out=cols)
+    out = cols[:, 0 : stride * (ho - 1) + 1 : stride].copy()
+    for u in range(1, kernel):
+        np.maximum(out, cols[:, u : u + stride * (ho - 1) + 1 : stride], out=out)
+    return out

@@ -1,0 +1,275 @@
+"""The compiler and the emulator backend: bit-exact against sim.reference on random networks,
+and the plan's resource, layout and memory-reuse rules checked directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.reference import run_network
+from sim.reference.layout import CHANNEL_RECORD, unpack_codes
+from sim.reference.randnet import random_conv, random_network
+from sw.accel_config import AccelConfig
+from sw.artifact import Artifact, Node, Output, Quant
+from sw.backends.emu import EmuBackend
+from sw.compiler import CompileError, compile_model, input_window_words, lower
+from sw.descriptors import OP_ADD, Descriptor
+from sw.plan import CPUStep, PLStep
+
+CONFIGS = [
+    AccelConfig(),
+    AccelConfig(lanes=8, dense_out_lanes=16, max_strip=7, input_buffer_words=2048),
+    AccelConfig(lanes=4, dense_out_lanes=4, max_strip=3, input_buffer_words=512),
+    AccelConfig(lanes=16, dense_out_lanes=8, max_strip=64, weight_buffer_bytes=8192),
+]
+
+
+def _check_equal(
+    art: Artifact, cfg: AccelConfig, rng: np.random.Generator, frames: int = 2, **kw: object
+) -> None:
+    plan = compile_model(art, cfg, **kw)
+    with EmuBackend(plan) as be:
+        for _ in range(frames):  # a second frame catches state leaking between frames
+            qmax = art.input_quant.qmax
+            img = rng.integers(0, qmax + 1, art.input_shape).astype(np.uint8)
+            want = run_network(art, img)
+            got = be.run(img)
+            assert set(got) == set(want)
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_emu_equals_reference_random_networks(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    h, w = (int(x) for x in rng.integers(8, 41, size=2))
+    art = random_network(
+        rng,
+        height=h,
+        width=w,
+        weight_bits=int(rng.choice([3, 4, 4, 5])),  # 5-bit dense runs on the CPU
+        act_bits=int(rng.choice([4, 8])),
+        depthwise_format=str(rng.choice(["int", "pow2"])),
+    )
+    cfg = CONFIGS[seed % len(CONFIGS)]
+    _check_equal(art, cfg, rng, base=int(rng.integers(0, 1 << 20)) * 64)
+
+
+def _chain(rng: np.random.Generator, specs: list[dict], shape=(3, 12, 10), bits=8) -> Artifact:
+    """A straight network of conv nodes, the last one the output."""
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    nodes: list[Node] = []
+    src, src_shape, src_q = "image", shape, inq
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        spec.setdefault("out_bits", bits)
+        n = random_conv(rng, f"c{i}", src, src_shape, src_q, **spec)
+        nodes.append(n)
+        k, st, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["pad"]
+        src_shape = (
+            n.attrs["out_channels"],
+            (src_shape[1] + 2 * p - k) // st + 1,
+            (src_shape[2] + 2 * p - k) // st + 1,
+        )
+        src, src_q = n.name, n.quant
+    return Artifact("chain", "image", shape, inq, nodes, [Output(src)])
+
+
+def test_binary_and_pow2_3bit_and_all_kernels() -> None:
+    rng = np.random.default_rng(7)
+    art = _chain(
+        rng,
+        [
+            {"out_channels": 20, "kernel": 3, "stride": 2},
+            {"out_channels": 17, "kernel": 1, "weight_format": "binary", "weight_bits": 1},
+            {
+                "kernel": 5,
+                "stride": 2,
+                "depthwise": True,
+                "weight_format": "pow2",
+                "weight_bits": 3,
+            },
+            {"kernel": 3, "depthwise": True, "weight_format": "int", "weight_bits": 8, "pad": 0},
+            {"out_channels": 9, "kernel": 3, "weight_format": "pow2", "weight_bits": 3},
+            {"out_channels": 5, "kernel": 5},  # dense 5x5: not on the PL, runs on the CPU
+            {"out_channels": 6, "kernel": 1, "weight_format": "pow2", "weight_bits": 8},  # CPU too
+        ],
+        shape=(3, 29, 23),
+        bits=4,
+    )
+    for cfg in CONFIGS:
+        plan = compile_model(art, cfg)
+        engines = {li.name: li.engine for li in plan.layers}
+        assert [engines[f"c{i}"] for i in range(7)] == ["PL"] * 5 + ["CPU"] * 2
+        assert "5x5 dense kernels not supported" in plan.layers[5].note
+        assert "8-bit pow2" in plan.layers[6].note
+        _check_equal(art, cfg, rng)
+
+
+def test_strips_fit_the_buffers_and_are_balanced() -> None:
+    rng = np.random.default_rng(3)
+    art = _chain(
+        rng,
+        [
+            {"out_channels": 48, "kernel": 3},
+            {"out_channels": 40, "kernel": 3},
+            {"kernel": 5, "depthwise": True, "weight_format": "int", "weight_bits": 8},
+        ],
+        shape=(3, 9, 100),
+    )
+    cfg = AccelConfig(lanes=8, max_strip=40, input_buffer_words=1200)
+    plan = compile_model(art, cfg)
+    for li, d in zip(plan.layers, plan.descriptors, strict=True):
+        kind = "dense" if d.op == 1 else "depthwise"
+        assert d.strip_width <= cfg.max_strip
+        assert (
+            input_window_words(kind, d.kernel, d.stride, d.in_channels, d.strip_width, cfg.lanes)
+            <= cfg.input_buffer_words
+        )
+        # the widest legal strip, evened out: one more column would not fit or not help
+        assert li.strips == -(-d.out_width // d.strip_width)
+        assert (li.strips - 1) * d.strip_width < d.out_width
+    # 6 input groups x 3 rows x (s + 2) <= 1200 gives s <= 64, max_strip 40 -> 3 strips of 34
+    assert (plan.layers[1].strips, plan.layers[1].strip_width) == (3, 34)
+    _check_equal(art, cfg, rng, frames=1)
+
+
+def test_limits_fail_with_layer_and_limit_or_fall_back() -> None:
+    rng = np.random.default_rng(5)
+    art = _chain(rng, [{"out_channels": 16, "kernel": 3}, {"out_channels": 64, "kernel": 3}])
+    cfg = AccelConfig(weight_buffer_bytes=4096)
+    with pytest.raises(CompileError, match=r"layer 'c1' .*weight_buffer_bytes = 4096") as e:
+        compile_model(art, cfg)
+    assert "\n" not in str(e.value)
+    plan = compile_model(art, cfg, cpu_fallback=True)
+    assert [li.engine for li in plan.layers] == ["PL", "CPU"]
+    _check_equal(art, cfg, rng, frames=1, cpu_fallback=True)
+
+    wide = _chain(
+        rng, [{"out_channels": 8, "kernel": 3}, {"out_channels": 8, "kernel": 3}], shape=(300, 6, 6)
+    )
+    small = AccelConfig(lanes=4, max_strip=8, input_buffer_words=300)
+    with pytest.raises(CompileError, match=r"layer 'c0'.*input_buffer_words = 300"):
+        compile_model(wide, small)
+
+
+def test_concat_by_addressing_and_memory_reuse() -> None:
+    rng = np.random.default_rng(11)
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    shared = Quant(8, 20, 0.05)
+    nodes = [random_conv(rng, "a", "image", (3, 16, 16), inq, out_channels=16, kernel=3)]
+    nodes.append(
+        random_conv(
+            rng, "b", "a", (16, 16, 16), nodes[0].quant, out_channels=16, kernel=1, out_quant=shared
+        )
+    )
+    nodes.append(
+        Node(
+            "up_src",
+            "maxpool",
+            ["b"],
+            {"kernel": 3, "stride": 1, "pad_before": 1, "pad_after": 1},
+            shared,
+        )
+    )
+    nodes.append(
+        random_conv(
+            rng, "c", "a", (16, 16, 16), nodes[0].quant, out_channels=5, kernel=3, out_quant=shared
+        )
+    )
+    nodes.append(Node("cat", "concat", ["b", "up_src", "c"], {}, shared))
+    nodes.append(random_conv(rng, "d", "cat", (37, 16, 16), shared, out_channels=8, kernel=1))
+    nodes.append(random_conv(rng, "e", "d", (8, 16, 16), nodes[-1].quant, out_channels=8, kernel=3))
+    nodes.append(random_conv(rng, "f", "e", (8, 16, 16), nodes[-1].quant, out_channels=8, kernel=3))
+    art = Artifact("cat", "image", (3, 16, 16), inq, nodes, [Output("f"), Output("cat")])
+    art.shapes()
+    plan = compile_model(art, AccelConfig(lanes=16))
+    by_name = {li.name: li for li in plan.layers}
+    assert by_name["cat"].engine == "addr"
+    cat = plan.regions["cat"]
+    assert plan.regions["b"].offset == cat.offset
+    assert plan.regions["up_src"].offset == cat.offset + 16 * 16 * 16
+    assert plan.regions["c"].offset == cat.offset + 2 * 16 * 16 * 16
+    # 'a' dies after 'c'; 'e' and 'f' come later and may take its place
+    acts = [r for r in plan.regions.values() if r.kind == "activation" and r.root == r.name]
+    assert plan.size - plan.static_size < sum(r.size for r in acts)
+    _check_equal(art, AccelConfig(lanes=16), rng)
+    # with 8 lanes the parts still fill whole groups; with 32 lanes 'b' (16 ch) does not
+    assert {li.name: li.engine for li in compile_model(art, AccelConfig(lanes=8)).layers}[
+        "cat"
+    ] == "addr"
+    wide = compile_model(art, AccelConfig(lanes=32, max_strip=16))
+    assert {li.name: li.engine for li in wide.layers}["cat"] == "CPU"
+    _check_equal(art, AccelConfig(lanes=32, max_strip=16), rng)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_live_tensors_never_share_memory(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    art = random_network(rng, height=32, width=32)
+    cfg = AccelConfig(lanes=4)
+    plan = compile_model(art, cfg)
+    g = lower(art, cfg)
+    order = [layer.name for layer in g.layers]
+    last = {n: i for i, layer in enumerate(g.layers) for n in layer.inputs}
+    for o in art.outputs:
+        last[o.node] = len(order)
+    span = {n: (i, max(i, last.get(n, i))) for i, n in enumerate(order)}
+    span[art.input_name] = (-1, len(order))
+    regs = plan.regions
+    names = list(span)
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            (a0, a1), (b0, b1) = span[x], span[y]
+            rx, ry = regs[x], regs[y]
+            if a0 <= b1 and b0 <= a1 and rx.root != ry.root:
+                assert rx.offset + rx.size <= ry.offset or ry.offset + ry.size <= rx.offset, (x, y)
+    for r in regs.values():
+        assert r.offset % 64 == 0 and (plan.base + r.offset) % 64 == 0
+
+
+def test_ddr_image_padding_and_descriptors() -> None:
+    rng = np.random.default_rng(2)
+    art = random_network(rng, height=16, width=16)
+    cfg = AccelConfig(lanes=16, dense_out_lanes=8)
+    plan = compile_model(art, cfg, base=0x3000_0000)
+    prog = plan.memory[plan.regions["program"].offset :][: 64 * len(plan.descriptors)]
+    for i, d in enumerate(plan.descriptors):
+        assert Descriptor.unpack(prog[64 * i : 64 * i + 64].tobytes()) == d
+        assert d.in_addr >= 0x3000_0000 and d.out_addr >= 0x3000_0000
+    for li in plan.layers:
+        if li.engine != "PL" or li.op == "add":
+            continue
+        node = art.node(li.name)
+        cout = node.attrs["out_channels"]
+        recs = plan.memory[plan.regions[f"{li.name}.consts"].offset :][
+            : plan.regions[f"{li.name}.consts"].size
+        ].view(CHANNEL_RECORD)
+        np.testing.assert_array_equal(recs["bias"][:cout], node.tensors["bias"])
+        assert not recs[cout:].view(np.uint8).any(), "padded channel records must be zero"
+        wr = plan.regions[f"{li.name}.weights"]
+        bits = node.attrs["weight_bits"]
+        codes = unpack_codes(plan.memory[wr.offset : wr.offset + wr.size], bits, wr.size * 8)
+        assert np.count_nonzero(codes) == np.count_nonzero(node.tensors["codes"])
+    steps = plan.steps
+    assert sum(s.count for s in steps if isinstance(s, PLStep)) == len(plan.descriptors)
+    assert all(isinstance(s, CPUStep) for s in steps if not isinstance(s, PLStep))
+    adds = [d for d in plan.descriptors if d.op == OP_ADD]
+    assert adds and all(d.const_addr == 0 for d in adds)
+    text = plan.table()
+    assert all(li.name in text for li in plan.layers) and "DDR" in text
+    # the input padding lanes hold the input zero point in the static image
+    inp = plan.regions["image"]
+    lanes = plan.memory[inp.offset : inp.offset + inp.size].reshape(16, 16, 16)
+    assert (lanes[:, :, 3:] == art.input_quant.zero).all()
+
+
+def test_max_channels_limit() -> None:
+    if not hasattr(AccelConfig(), "max_channels"):
+        pytest.skip("this AccelConfig has no max_channels field yet")
+    rng = np.random.default_rng(9)
+    art = _chain(rng, [{"out_channels": 40, "kernel": 1}])
+    cfg = AccelConfig(lanes=8, max_channels=32)  # type: ignore[call-arg]
+    with pytest.raises(CompileError, match=r"layer 'c0' .*40 output channels > max_channels = 32"):
+        compile_model(art, cfg)
+    _check_equal(art, cfg, rng, frames=1, cpu_fallback=True)
