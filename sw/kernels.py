@@ -10,7 +10,10 @@ and use float64 where BLAS makes it fast; that is exact, not approximate, for th
 * Requantization ``P = acc * M`` is below ``2^31 * 2^16 = 2^47`` and ``P + 2^(S-1)`` below
   ``2^48``: exact in float64. Multiplying by ``2^-S`` is exact (a power of two, no underflow for
   ``S <= 47``) and ``floor`` of an exact value is exact, so round half up is reproduced bit for
-  bit. float32 (24-bit mantissa) would *not* be exact, which is why it is never used here.
+  bit.
+* float32 (24-bit mantissa) is used for an accumulator only when the layer's own section 4.3
+  bound, evaluated for 8-bit codes, is below ``2^24`` (:func:`acc_dtype`): then it is exact
+  too, and twice as fast. Layers with larger bounds (big biases) stay in float64.
 
 ``tests/test_sw_emu.py`` checks equality with ``sim.reference`` on random networks.
 """
@@ -19,12 +22,29 @@ from __future__ import annotations
 
 import numpy as np
 
+EXACT_F32 = 2**24  # float32 holds every integer of magnitude up to 2^24 exactly
 
-def pad_map(d: np.ndarray, pad_rows: int, pad_cols: int) -> np.ndarray:
-    """Zero-pad rows and columns of a (C, H, W) map of ``q - z`` values (zero = real zero)."""
-    if pad_rows == 0 and pad_cols == 0:
+
+def acc_dtype(bias: np.ndarray, v: np.ndarray, a_in: int) -> type[np.floating]:
+    """float32 when the section 4.3 bound of every output channel is below 2^24 (then every
+    partial sum is an exact float32 integer, and BLAS runs twice as fast), else float64."""
+    taps = np.abs(v).reshape(v.shape[0], -1).sum(axis=1)
+    bound = np.abs(bias.astype(np.float64)) + float(a_in) * taps
+    return np.float32 if bound.max(initial=0) < EXACT_F32 else np.float64
+
+
+def _padded_diff(q: np.ndarray, z_in: int, pad: int, dtype: type[np.floating]) -> np.ndarray:
+    """``q - z_in`` in ``dtype``, with ``pad`` rows and columns of real zero around it."""
+    c, h, w = q.shape
+    if pad == 0:
+        d = q.astype(dtype)
+        d -= z_in
         return d
-    return np.pad(d, ((0, 0), (pad_rows, pad_rows), (pad_cols, pad_cols)))
+    d = np.zeros((c, h + 2 * pad, w + 2 * pad), dtype=dtype)
+    inner = d[:, pad : pad + h, pad : pad + w]
+    inner[...] = q
+    inner -= z_in
+    return d
 
 
 def _tap(d: np.ndarray, u: int, t: int, stride: int, ho: int, wo: int) -> np.ndarray:
@@ -35,10 +55,14 @@ def conv_out_size(h: int, w: int, k: int, stride: int, pad: int) -> tuple[int, i
     return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
 
 
+def _a_in(z_in: int) -> int:
+    return max(z_in, 255 - z_in)  # codes are bytes: the largest |q - z_in| of any build
+
+
 def conv_dense(
     q: np.ndarray, z_in: int, v: np.ndarray, bias: np.ndarray, stride: int, pad: int
 ) -> np.ndarray:
-    """Section 4.2 accumulator of a dense conv as float64 holding exact integers (Cout, Ho, Wo).
+    """Section 4.2 accumulator of a dense conv, exact integers in float32/64, (Cout, Ho, Wo).
 
     ``q`` (Cin, H, W) codes, ``v`` (Cout, Cin, k, k) integer weights. One BLAS matmul per kernel
     tap instead of an im2col matrix: the same flops without a k*k-times larger copy of the map.
@@ -47,32 +71,38 @@ def conv_dense(
     cout, cin_w, k, _ = v.shape
     assert cin_w == cin, "weights do not match the input channels"
     ho, wo = conv_out_size(h, w, k, stride, pad)
-    d = pad_map(q.astype(np.float64) - z_in, pad, pad)
-    vf = v.astype(np.float64)
-    acc = np.empty((cout, ho * wo), dtype=np.float64)
-    acc[:] = bias.astype(np.float64)[:, None]
+    dt = acc_dtype(bias, v, _a_in(z_in))
+    d = _padded_diff(q, z_in, pad, dt)
+    vf = v.astype(dt)
+    acc = np.empty((cout, ho * wo), dtype=dt)
+    acc[:] = bias.astype(dt)[:, None]
     for u in range(k):
         for t in range(k):
-            tap = _tap(d, u, t, stride, ho, wo).reshape(cin, ho * wo)
-            acc += vf[:, :, u, t] @ tap
+            tap = _tap(d, u, t, stride, ho, wo)
+            if not tap.flags.c_contiguous:
+                tap = np.ascontiguousarray(tap)
+            acc += vf[:, :, u, t] @ tap.reshape(cin, ho * wo)
     return acc.reshape(cout, ho, wo)
 
 
 def conv_depthwise(
     q: np.ndarray, z_in: int, v: np.ndarray, bias: np.ndarray, stride: int, pad: int
 ) -> np.ndarray:
-    """Depthwise accumulator (channel o reads channel o alone), float64 exact, (C, Ho, Wo)."""
+    """Depthwise accumulator (channel o reads channel o alone), exact, (C, Ho, Wo)."""
     c, h, w = q.shape
     assert v.shape[0] == c and v.shape[1] == 1, "depthwise weights must be (C, 1, k, k)"
     k = v.shape[2]
     ho, wo = conv_out_size(h, w, k, stride, pad)
-    d = pad_map(q.astype(np.float64) - z_in, pad, pad)
-    vf = v.astype(np.float64)[:, 0]
-    acc = np.empty((c, ho, wo), dtype=np.float64)
-    acc[:] = bias.astype(np.float64)[:, None, None]
+    dt = acc_dtype(bias, v, _a_in(z_in))
+    d = _padded_diff(q, z_in, pad, dt)
+    vf = v.astype(dt)[:, 0]
+    acc = np.empty((c, ho, wo), dtype=dt)
+    acc[:] = bias.astype(dt)[:, None, None]
+    tmp = np.empty_like(acc)
     for u in range(k):
         for t in range(k):
-            acc += vf[:, u, t, None, None] * _tap(d, u, t, stride, ho, wo)
+            np.multiply(_tap(d, u, t, stride, ho, wo), vf[:, u, t, None, None], out=tmp)
+            acc += tmp
     return acc
 
 
@@ -84,13 +114,29 @@ def requantize(
     z_out: int,
     bits_out: int,
 ) -> np.ndarray:
-    """Section 5 on a float64 accumulator of exact integers (exact; see the module docstring)."""
+    """Section 5 on an accumulator of exact integers, computed in float64, exactly.
+
+    ``P = acc * M < 2^47`` is exact; ``P * 2^-S`` is exact (a power of two); adding
+    ``0.5 + z_out`` (``z_out`` alone when ``S = 0``) is exact because the sum needs at most
+    48 significant bits; ``floor`` of it is therefore ``z_out + round_shift(P, S)``.
+    """
     bc = (slice(None),) + (None,) * (acc.ndim - 1)
-    m = np.where(acc >= 0, m_pos.astype(np.float64)[bc], m_neg.astype(np.float64)[bc])
+    mp = m_pos.astype(np.float64)[bc]
+    mn = m_neg.astype(np.float64)[bc]
     s = shift.astype(np.int64)
-    half = np.where(s > 0, np.ldexp(1.0, np.maximum(s - 1, 0)), 0.0)[bc]
-    r = np.floor(np.ldexp(acc * m + half, -s[bc]))
-    return np.clip(r + z_out, 0, (1 << bits_out) - 1).astype(np.uint8)
+    inv = np.ldexp(1.0, -s)[bc]
+    add = (np.where(s > 0, 0.5, 0.0) + z_out)[bc]
+    r = (
+        np.where(acc >= 0, mp, mn)
+        if not np.array_equal(m_pos, m_neg)
+        else np.broadcast_to(mp, acc.shape).copy()
+    )
+    r *= acc
+    r *= inv
+    r += add
+    np.floor(r, out=r)
+    np.clip(r, 0, (1 << bits_out) - 1, out=r)
+    return r.astype(np.uint8)
 
 
 def add(

@@ -273,3 +273,28 @@ def test_max_channels_limit() -> None:
     with pytest.raises(CompileError, match=r"layer 'c0' .*40 output channels > max_channels = 32"):
         compile_model(art, cfg)
     _check_equal(art, cfg, rng, frames=1, cpu_fallback=True)
+
+
+def test_large_accumulators_take_the_float64_path_exactly() -> None:
+    """Biases near 2^30 push the section 4.3 bound past 2^24: the kernels must switch to
+    float64 (float32 would round) and requantize products near 2^47 exactly."""
+    from sim.reference.requant import conv_constants
+    from sw import kernels
+
+    rng = np.random.default_rng(21)
+    art = _chain(rng, [{"out_channels": 24, "kernel": 3},
+                       {"kernel": 3, "depthwise": True, "weight_format": "int", "weight_bits": 8},
+                       {"out_channels": 16, "kernel": 1, "activation": "linear"}])  # fmt: skip
+    for node in art.nodes:
+        cout = node.attrs["out_channels"]
+        big = rng.integers(-(2**30), 2**30, size=cout)
+        node.tensors["bias"] = big.astype(np.int32)
+        # multipliers that spread +-2^30 over the code range, with odd shifts and rounding ties
+        mp, mn, sh = conv_constants(rng.uniform(0.5, 2.0, cout) * 255 / 2**31,
+                                    node.attrs["activation"])  # fmt: skip
+        node.tensors.update(m_pos=mp, m_neg=mn, shift=sh)
+        v = np.ones((1, 1, 1, 1))
+        assert kernels.acc_dtype(node.tensors["bias"], v, 255) == np.float64
+    art.shapes()
+    _check_equal(art, AccelConfig(), rng, frames=3)
+    assert kernels.acc_dtype(np.array([100]), np.ones((1, 8, 3, 3)), 255) == np.float32

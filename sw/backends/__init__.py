@@ -36,7 +36,8 @@ class Backend:
     ) -> None:
         self.plan = plan
         self.driver = Driver(transport, plan, timeout_s=timeout_s, use_irq=use_irq)
-        self._loop = asyncio.new_event_loop()
+        # A subclass may have made the loop already (pynq binds its interrupt to it).
+        self._loop = getattr(self, "_loop", None) or asyncio.new_event_loop()
         self._loop.run_until_complete(self.driver.open())
 
     def run(self, image: np.ndarray, hwc: bool = False) -> dict[str, np.ndarray]:
