@@ -24,6 +24,12 @@ class AccelConfig:
     max_burst: int = 16  # AXI beats per burst
     addr_width: int = 32
     clock_mhz: float = 200.0
+    # Channels whose per-channel constants (and depthwise weights) one layer may have; sets the
+    # depth of the constant buffer and of the depthwise weight buffer (max_channels / lanes).
+    max_channels: int = 1024
+    max_reads_outstanding: int = 8  # AXI read bursts in flight (hides DDR latency)
+    max_writes_outstanding: int = 4  # AXI write bursts awaiting their response
+    out_fifo_words: int = 64  # requantized output vectors queued for the AXI writer
 
     @property
     def data_width(self) -> int:
@@ -57,6 +63,19 @@ class AccelConfig:
                 f"weight_buffer_bytes = {self.weight_buffer_bytes} cannot hold one "
                 f"{self.dense_out_lanes}x{self.lanes} weight block"
             )
+        if self.max_channels < self.lanes or self.max_channels % self.lanes:
+            raise ConfigError(
+                f"max_channels = {self.max_channels}: a positive multiple of lanes = {self.lanes}"
+            )
+        if self.max_channels > 65535:
+            raise ConfigError(f"max_channels = {self.max_channels}: the descriptor field is 16-bit")
+        if not 1 <= self.max_reads_outstanding <= 64 or not 1 <= self.max_writes_outstanding <= 64:
+            raise ConfigError(
+                f"max_reads_outstanding = {self.max_reads_outstanding}, max_writes_outstanding = "
+                f"{self.max_writes_outstanding}: each must be in 1..64"
+            )
+        if not pow2(self.out_fifo_words) or self.out_fifo_words < 32:
+            raise ConfigError(f"out_fifo_words = {self.out_fifo_words}: a power of two >= 32")
         if self.addr_width != 32:
             raise ConfigError(f"addr_width = {self.addr_width}: interface version 1 uses 32")
         return self
