@@ -1,0 +1,127 @@
+"""Post-training steps shared by the commands: model loading, activation calibration,
+cross-layer equalization and bias correction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.darknet import Darknet
+from models.paths import data_dir
+from quant.model import LayerFormat, QuantDetector
+
+MODELS = ("yolo-fastest-voc", "yolo-fastest-xl-voc", "mobilenetv2-yolov3-nano-voc")
+
+
+def load_darknet(model: str) -> Darknet:
+    d = data_dir() / "weights" / "darknet"
+    return Darknet.from_files(d / f"{model}.cfg", d / f"{model}.weights")
+
+
+def voc_names() -> list[str]:
+    path = data_dir() / "weights" / "darknet" / "voc.names"
+    return [s.strip() for s in path.read_text().splitlines() if s.strip()]
+
+
+def build(
+    model: str, bits: int = 4, dw_format: str = "pow2", act_bits: int = 8, equalize: bool = False
+) -> tuple[Darknet, QuantDetector]:
+    """Float darknet model and its QuantDetector: dense convs pow2 ``bits`` (the dense engine
+    supports pow2 3-4 bits), depthwise pow2 ``bits`` or int8."""
+    net = load_darknet(model)
+    dw = ("pow2", bits) if dw_format == "pow2" else ("int", 8)
+    qdet = QuantDetector(net, LayerFormat(("pow2", bits), dw), act_bits)
+    if equalize:
+        equalize_depthwise(qdet)
+    return net, qdet
+
+
+@torch.no_grad()
+def equalize_depthwise(qdet: QuantDetector, max_factor: float = 16.0) -> int:
+    """Cross-layer range equalization (Nagel et al. 2019) of conv -> depthwise -> conv chains.
+
+    Scaling channel c of a ReLU-like producer by 1/f and the consumer's input channel by f is
+    exact for positive-homogeneous activations (leaky, relu, linear) when the producer feeds only
+    that consumer. Here the depthwise layer is the middle of the pair: its per-channel weight
+    ranges vary by orders of magnitude (dead channels with huge folded weights), which a per-
+    channel scale absorbs, but its *input* and *output* activation ranges are per tensor, so
+    equalizing the producer's output channels makes the shared activation scale fit all of them.
+    Returns the number of equalized pairs.
+    """
+    consumers: dict[str, list[str]] = {}
+    for n in qdet.nodes:
+        for s in n.inputs:
+            consumers.setdefault(s, []).append(n.name)
+    count = 0
+    for n in qdet.nodes:
+        if n.op != "conv" or not n.attrs["depthwise"]:
+            continue
+        src = n.inputs[0]
+        if src not in qdet.by_name or qdet.by_name[src].op != "conv":
+            continue
+        if consumers.get(src) != [n.name]:
+            continue
+        w1, b1 = qdet.weight[src], qdet.bias[src]
+        w2 = qdet.weight[n.name]
+        r1 = w1.reshape(w1.shape[0], -1).abs().amax(dim=1)
+        r2 = w2.reshape(w2.shape[0], -1).abs().amax(dim=1)
+        # s = sqrt(r1 / r2) equalizes both ranges at sqrt(r1 * r2); clamp to stay sane.
+        f = torch.sqrt(r1 / r2.clamp(min=1e-12)).clamp(1 / max_factor, max_factor)
+        f = torch.where((r1 > 0) & (r2 > 0), f, torch.ones_like(f))
+        w1.div_(f.view(-1, 1, 1, 1))
+        b1.div_(f)
+        w2.mul_(f.view(-1, 1, 1, 1))
+        qdet.wq[src].init_scale(w1)
+        qdet.wq[n.name].init_scale(w2)
+        count += 1
+    qdet.invalidate()
+    return count
+
+
+@torch.no_grad()
+def calibrate_activations(
+    qdet: QuantDetector, batches: list[Tensor], per_tensor: int = 400_000, seed: int = 0
+) -> None:
+    """MSE-optimal clip range of every activation quant group from float-mode outputs (tied
+    concat groups get the union of their producers' values)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples: dict[int, list[Tensor]] = {}
+    producers = {n.name: n.group for n in qdet.nodes if n.op in ("conv", "add")}
+    for x in batches:
+        _, kept = qdet.forward_real(x, quantize=False, keep=set(producers))
+        for name, t in kept.items():
+            flat = t.flatten()
+            k = min(per_tensor // len(batches), flat.numel())
+            idx = torch.randint(0, flat.numel(), (k,), generator=gen)
+            # keep the extremes: the MSE search starts from them
+            samples.setdefault(producers[name], []).extend([flat[idx], flat.min()[None],
+                                                            flat.max()[None]])  # fmt: skip
+    for g, parts in samples.items():
+        qdet.aq[g].calibrate(torch.cat(parts))
+    qdet.invalidate()
+
+
+@torch.no_grad()
+def bias_correction(qdet: QuantDetector, batches: list[Tensor]) -> None:
+    """Empirical bias correction: per conv, subtract the mean (over N, H, W) of the
+    pre-activation error the weight quantization adds, with the float network's inputs."""
+    for n in qdet.conv_nodes():
+        a = n.attrs
+        errs = []
+        for x in batches:
+            _, kept = qdet.forward_real(x, quantize=False, keep={n.inputs[0]} - {"image"})
+            inp = x if n.inputs[0] == "image" else kept[n.inputs[0]]
+            w = qdet.weight[n.name]
+            wq = qdet.wq[n.name](w)
+            d = torch.nn.functional.conv2d(inp, wq - w, None, a["stride"], a["pad"], 1,
+                                           a["groups"])  # fmt: skip
+            errs.append(d.mean(dim=(0, 2, 3)))
+        qdet.bias[n.name].sub_(torch.stack(errs).mean(0))
+    qdet.invalidate()
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
