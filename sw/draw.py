@@ -1,0 +1,34 @@
+"""Drawing detections on a frame (OpenCV), in place."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from sw.postprocess import Detections
+
+
+def class_color(c: int) -> tuple[int, int, int]:
+    """A stable, well-separated BGR colour per class id (golden-ratio hue steps)."""
+    hue = int((c * 0.618034 % 1.0) * 180)
+    hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def draw_detections(frame: np.ndarray, det: Detections, names: list[str]) -> np.ndarray:
+    """Boxes with 'class score' labels drawn into ``frame`` (BGR); returns the frame."""
+    h, w = frame.shape[:2]
+    thick = max(1, round(min(h, w) / 320))
+    for (x1, y1, x2, y2), s, c in zip(det.boxes.tolist(), det.scores.tolist(),
+                                      det.classes.tolist(), strict=True):  # fmt: skip
+        color = class_color(c)
+        p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+        cv2.rectangle(frame, p1, p2, color, thick)
+        label = f"{names[c] if c < len(names) else c} {s:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        ty = max(p1[1], th + base + 2)
+        cv2.rectangle(frame, (p1[0], ty - th - base - 2), (p1[0] + tw + 2, ty), color, -1)
+        cv2.putText(frame, label, (p1[0] + 1, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    return frame

@@ -1,0 +1,262 @@
+"""The video app (`python -m sw.app detect`, console command `shiftdet detect`): outputs, frame
+order, live dropping, and every bad input giving one line and keeping what was written.
+
+The model is a random network (sim.reference.randnet) with two YOLO heads at 64x64: it exercises
+the whole path but is not a detector, so no test looks at what it detects."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sim.reference.randnet import random_network
+from sw import app
+from sw.artifact import save
+from sw.pipeline import Item, Pipeline
+from sw.sources import Frame, Source
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    art = random_network(np.random.default_rng(5), height=64, width=64)
+    art.name = "random-net-test (untrained, not a detector)"
+    art.classes = ["random-0", "random-1"]
+    return save(art, tmp_path_factory.mktemp("model") / "random64.npz")
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir: Path) -> Path:
+    p = data_dir / "video" / "TUD-Campus" / "TUD-Campus.mp4"
+    if not p.is_file():
+        pytest.skip("TUD-Campus clip missing from data/")
+    return p
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    rc = app.main(["detect", *argv, "--no-progress"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _mp4_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_detect_video_writes_all_outputs(tmp_path, capsys, model, clip) -> None:
+    rc, out, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
+                        "--max-frames", "15")  # fmt: skip
+    assert rc == 0, err
+    lines = _jsonl(tmp_path / "TUD-Campus.jsonl")
+    assert [r["frame"] for r in lines] == list(range(15))
+    for r in lines:
+        for d in r["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 <= x2 <= 640 and 0 <= y1 <= y2 <= 480 and 0 < d["score"] <= 1
+    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == 15
+    rep = json.loads((tmp_path / "TUD-Campus.report.json").read_text())
+    assert rep["frames_out"] == 15 and rep["dropped_live"] == 0 and rep["error"] is None
+    assert set(rep["stage_ms"]) == {"capture", "preprocess", "accelerator", "postprocess", "output"}
+    assert (tmp_path / "TUD-Campus.timeline.png").stat().st_size > 1000
+    assert "15 frames" in out and "fps" in out
+
+
+def test_sequential_and_threaded_agree(tmp_path, capsys, model, clip) -> None:
+    for mode in ("seq", "thr"):
+        extra = ["--sequential"] if mode == "seq" else []
+        rc, _, err = _run(
+            capsys,
+            str(clip),
+            "--model",
+            str(model),
+            "--out-dir",
+            str(tmp_path / mode),
+            "--max-frames",
+            "6",
+            "--no-video",
+            *extra,
+        )
+        assert rc == 0, err
+    assert _jsonl(tmp_path / "seq" / "TUD-Campus.jsonl") == _jsonl(
+        tmp_path / "thr" / "TUD-Campus.jsonl")  # fmt: skip
+    assert not (tmp_path / "seq" / "TUD-Campus.mp4").exists()
+
+
+def test_corrupt_video_skips_counts_and_reports(tmp_path, capsys, model, clip) -> None:
+    data = bytearray(clip.read_bytes())
+    at = int(len(data) * 0.3)
+    data[at : at + 20000] = bytes(20000)  # zeroed packets in the middle of a real clip
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(data)
+    rc, _, err = _run(capsys, str(bad), "--model", str(model), "--out-dir", str(tmp_path))
+    assert rc == 0, err
+    rep = json.loads((tmp_path / "corrupt.report.json").read_text())
+    skipped = rep["skipped_undecodable"]
+    assert skipped and rep["frames_out"] + len(skipped) == 71
+    frames = [r["frame"] for r in _jsonl(tmp_path / "corrupt.jsonl")]
+    assert frames == sorted(set(range(71)) - set(skipped))
+    warn = [line for line in err.splitlines() if "undecodable" in line]
+    assert len(warn) == 1 and f"{len(skipped)} undecodable frame(s) skipped" in warn[0]
+    assert _mp4_frames(tmp_path / "corrupt.mp4") == rep["frames_out"]
+
+
+def test_image_folder_with_an_unreadable_image(tmp_path, capsys, model, data_dir) -> None:
+    imgs = sorted((data_dir / "voc2012-sample" / "JPEGImages").glob("*.jpg"))[:3]
+    if len(imgs) < 3:
+        pytest.skip("VOC sample images missing")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(imgs):
+        shutil.copy(p, folder / f"{i * 2:03d}.jpg")
+    (folder / "001.jpg").write_bytes(b"not a jpeg")
+    rc, _, err = _run(capsys, str(folder), "--model", str(model), "--out-dir", str(tmp_path))
+    assert rc == 0, err
+    assert [r["frame"] for r in _jsonl(tmp_path / "imgs.jsonl")] == [0, 2, 3]
+    assert "1 undecodable frame(s) skipped (indices 1..1)" in err
+    assert _mp4_frames(tmp_path / "imgs.mp4") == 3  # other sizes resized to the first frame's
+
+
+@pytest.mark.parametrize("case", ["missing", "not_video", "version", "config", "out_dir",
+                                  "no_model"])  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, model, clip, case) -> None:
+    args = [str(clip), "--model", str(model), "--out-dir", str(tmp_path / "o"), "--max-frames",
+            "2"]  # fmt: skip
+    expect = ""
+    if case == "missing":
+        args[0], expect = str(tmp_path / "nope.mp4"), "does not exist"
+    elif case == "not_video":
+        (tmp_path / "x.mp4").write_text("hello")
+        args[0], expect = str(tmp_path / "x.mp4"), "cannot open video"
+    elif case == "version":
+        import zipfile
+
+        old = tmp_path / "old.npz"
+        with zipfile.ZipFile(model) as zin, zipfile.ZipFile(old, "w") as zout:
+            for n in zin.namelist():
+                b = zin.read(n)
+                if n.startswith("__header__"):
+                    arr = np.load(zin.open(n))
+                    hdr = json.loads(arr.tobytes())
+                    hdr["version"] = 2
+                    import io
+
+                    buf = io.BytesIO()
+                    np.save(buf, np.frombuffer(json.dumps(hdr).encode(), np.uint8))
+                    b = buf.getvalue()
+                zout.writestr(n, b)
+        args[2], expect = str(old), "artifact version 2 is not supported"
+    elif case == "config":
+        (tmp_path / "other.json").write_text(json.dumps({"lanes": 8, "max_strip": 16}))
+        args += ["--emulate-build", str(tmp_path / "other.json")]
+        expect = "compiled for another accelerator build: lanes 16 (hardware: 8)"
+    elif case == "out_dir":
+        (tmp_path / "file").write_text("x")
+        args[4], expect = str(tmp_path / "file" / "sub"), "cannot create folder"
+    elif case == "no_model":
+        args = [args[0], "--model", str(tmp_path / "none.npz")]
+        expect = "no such artifact file"
+    t0 = time.monotonic()
+    rc, out, err = _run(capsys, *args)
+    assert rc == 2 and time.monotonic() - t0 < 30
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], err
+    assert not (tmp_path / "o" / "TUD-Campus.jsonl").exists() or case == "config"
+
+
+def test_stage_exception_stops_cleanly_and_keeps_outputs(tmp_path, capsys, model, clip,
+                                                         monkeypatch) -> None:  # fmt: skip
+    real = app.Detector.postprocess
+
+    def failing(self, item: Item) -> None:
+        if item.index == 5:
+            raise ValueError("injected failure\nsecond line")
+        real(self, item)
+
+    monkeypatch.setattr(app.Detector, "postprocess", failing)
+    rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == "error: postprocess: injected failure"
+    assert [r["frame"] for r in _jsonl(tmp_path / "TUD-Campus.jsonl")] == list(range(5))
+    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == 5  # finalised: it plays
+    assert json.loads((tmp_path / "TUD-Campus.report.json").read_text())["error"]
+
+
+def test_ctrl_c_finalises_outputs(tmp_path, capsys, model, clip, monkeypatch) -> None:
+    real = app.Detector.output
+
+    def interrupting(self, item: Item) -> None:
+        real(self, item)
+        if item.index == 3:
+            _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
+
+    monkeypatch.setattr(app.Detector, "output", interrupting)
+    rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
+    assert rc == 130 and "interrupted" in err
+    frames = [r["frame"] for r in _jsonl(tmp_path / "TUD-Campus.jsonl")]
+    assert frames == list(range(len(frames))) and 4 <= len(frames) < 71
+    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == len(frames)
+
+
+class _FakeCamera(Source):
+    """A live source that produces frames faster than the pipeline can take them."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__("fake camera", live=True)
+        self.n, self.i = n, 0
+
+    def read(self) -> Frame | None:
+        if self.i >= self.n:
+            return None
+        time.sleep(0.002)
+        self.i += 1
+        return Frame(self.i - 1, np.zeros((4, 4, 3), np.uint8), time.perf_counter())
+
+
+class _FakeFile(_FakeCamera):
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.live = False
+
+
+def _slow(item: Item) -> None:
+    time.sleep(0.02)
+
+
+def test_live_source_drops_and_file_does_not() -> None:
+    seen: list[int] = []
+    pipe = Pipeline(_FakeCamera(60), [("work", _slow), ("out", lambda it: None)],
+                    queue_depth=2, on_output=lambda it: seen.append(it.index))  # fmt: skip
+    res = pipe.run_threaded()
+    assert res.error is None and res.dropped > 0
+    assert res.frames_out + res.dropped == 60 and seen == sorted(seen)
+    seen.clear()
+    pipe = Pipeline(_FakeFile(30), [("work", _slow), ("out", lambda it: None)], queue_depth=2,
+                    on_output=lambda it: seen.append(it.index))  # fmt: skip
+    res = pipe.run_threaded()
+    assert res.dropped == 0 and seen == list(range(30))
+
+
+def test_a_failing_stage_never_hangs_the_others() -> None:
+    def boom(item: Item) -> None:
+        if item.index == 2:
+            raise RuntimeError("stage failed")
+
+    t0 = time.monotonic()
+    res = Pipeline(_FakeFile(10**6), [("a", _slow), ("b", boom), ("c", _slow)],
+                   queue_depth=2).run_threaded()  # fmt: skip
+    assert res.error == "b: stage failed" and time.monotonic() - t0 < 10
