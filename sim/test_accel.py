@@ -1,0 +1,434 @@
+"""cocotb tests of the whole accelerator (``pow2det_accel``) against sim.reference, bit for bit.
+
+Run through pytest (tests/test_rtl_accel.py), which builds the Verilog once with Verilator and
+selects the suite and seed with environment variables:
+
+* ``ACCEL_SEED``: seed of every random choice (layers, data, memory pauses); printed on failure.
+* ``ACCEL_PAUSE``: probability that the memory model stalls a channel in a given cycle.
+
+Memory is cocotbext-axi's AxiRam with random pause generators on all five channels, so the
+RTL sees back-pressure and irregular latency on every handshake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from hw import cycle_model
+from sim.ddr import (
+    DdrImage,
+    add_descriptor,
+    conv_const_blob,
+    conv_descriptor,
+    conv_out_shape,
+    conv_weight_blob,
+    tensor_bytes,
+)
+from sim.reference import layout, network
+from sim.reference.randnet import random_add, random_conv, random_network, random_quant
+from sw.accel_config import DEFAULT_CONFIG
+from sw.artifact import Node, Quant
+from sw.descriptors import (
+    ACCEL_ID,
+    REG_CONFIG,
+    REG_CTRL,
+    REG_DESC_ADDR,
+    REG_DESC_COUNT,
+    REG_DESC_DONE,
+    REG_ERROR_CODE,
+    REG_ERROR_INDEX,
+    REG_ID,
+    REG_PERF_DENSE,
+    REG_PERF_DW,
+    REG_PERF_ELTWISE,
+    REG_PERF_MEM_STALL,
+    REG_PERF_TOTAL,
+    REG_STATUS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    Descriptor,
+    pack_program,
+)
+
+CFG = DEFAULT_CONFIG
+L = CFG.lanes
+MEM_SIZE = int(os.environ.get("ACCEL_MEM", str(1 << 22)))
+SEED = int(os.environ.get("ACCEL_SEED", "1"))
+PAUSE = float(os.environ.get("ACCEL_PAUSE", "0.2"))
+RESULTS = os.environ.get("ACCEL_RESULTS")  # JSON lines of per-layer cycles, for the model check
+
+
+def pauses(rng: random.Random, p: float) -> Iterator[bool]:
+    while True:
+        yield rng.random() < p
+
+
+class Harness:
+    def __init__(self, dut: object, seed: int, pause: float) -> None:
+        self.dut = dut
+        self.ram = AxiRam(
+            AxiBus.from_prefix(dut, "m_axi_gmem"), dut.aclk, dut.aresetn,
+            reset_active_level=False, size=MEM_SIZE,
+        )  # fmt: skip
+        self.lite = AxiLiteMaster(
+            AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
+            reset_active_level=False,
+        )  # fmt: skip
+        rng = random.Random(seed)
+        if pause > 0:
+            for ch in (
+                self.ram.read_if.ar_channel, self.ram.read_if.r_channel,
+                self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
+                self.ram.write_if.b_channel,
+            ):  # fmt: skip
+                ch.set_pause_generator(pauses(random.Random(rng.random()), pause))
+        self.records: list[dict[str, object]] = []
+
+    async def reset(self) -> None:
+        cocotb.start_soon(Clock(self.dut.aclk, 5, unit="ns").start())
+        self.dut.aresetn.value = 0
+        await ClockCycles(self.dut.aclk, 5)
+        self.dut.aresetn.value = 1
+        await ClockCycles(self.dut.aclk, 2)
+
+    def load(self, img: DdrImage) -> None:
+        assert img.top <= MEM_SIZE, f"DDR image of {img.top} bytes > model size {MEM_SIZE}"
+        for addr, raw in img.chunks.items():
+            self.ram.write(addr, raw)
+
+    async def run(self, descs: list[Descriptor], img: DdrImage, timeout: int = 5_000_000) -> int:
+        """Write the program, START, wait for DONE or ERROR; return STATUS."""
+        prog = img.put(pack_program(descs))
+        self.ram.write(prog, pack_program(descs))
+        await self.lite.write_dword(REG_DESC_ADDR, prog)
+        await self.lite.write_dword(REG_DESC_COUNT, len(descs))
+        await self.lite.write_dword(REG_CTRL, 1)
+        for _ in range(timeout // 64):
+            await ClockCycles(self.dut.aclk, 64)
+            if int(self.dut.irq.value) or not (await self.status()) & STATUS_BUSY:
+                break
+        else:
+            raise AssertionError(f"accelerator did not finish within {timeout} cycles")
+        return await self.status()
+
+    async def status(self) -> int:
+        return await self.lite.read_dword(REG_STATUS)
+
+    async def perf(self) -> dict[str, int]:
+        regs = {
+            "total": REG_PERF_TOTAL, "dense": REG_PERF_DENSE, "dw": REG_PERF_DW,
+            "eltwise": REG_PERF_ELTWISE, "mem_stall": REG_PERF_MEM_STALL,
+        }  # fmt: skip
+        return {k: await self.lite.read_dword(v) for k, v in regs.items()}
+
+    def read_tensor(self, addr: int, shape: tuple[int, int, int]) -> np.ndarray:
+        raw = np.frombuffer(self.ram.read(addr, tensor_bytes(shape, L)), dtype=np.uint8)
+        return layout.activation_from_ddr(raw, shape, L)
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, seed: int) -> None:
+    if got.shape != want.shape or not np.array_equal(got, want):
+        bad = np.argwhere(got != want) if got.shape == want.shape else []
+        first = [
+            (tuple(int(x) for x in b), int(got[tuple(b)]), int(want[tuple(b)])) for b in bad[:8]
+        ]
+        raise AssertionError(
+            f"{name}: RTL != reference (seed {seed}, {len(bad)} of {want.size} codes differ; "
+            f"first (c, i, j, rtl, ref): {first})"
+        )
+
+
+async def run_conv(
+    h: Harness, node: Node, x: np.ndarray, q_in: Quant, strip: int, seed: int, name: str
+) -> np.ndarray:
+    """One conv layer as a one-descriptor program; checks output and perf counters."""
+    img = DdrImage()
+    addrs = {
+        "in": img.put(layout.activation_to_ddr(x, L, q_in.zero)),
+        "weight": img.put(conv_weight_blob(node, L)),
+        "const": img.put(conv_const_blob(node, L)),
+    }
+    out_shape = conv_out_shape(node, x.shape)
+    addrs["out"] = img.alloc(tensor_bytes(out_shape, L))
+    d = conv_descriptor(node, x.shape, q_in, addrs, strip)
+    h.load(img)
+    status = await h.run([d], img)
+    assert status & STATUS_DONE and not status & STATUS_ERROR, (
+        f"{name}: STATUS {status:#x} ERROR_CODE {await h.lite.read_dword(REG_ERROR_CODE)} "
+        f"(seed {seed})"
+    )
+    got = h.read_tensor(addrs["out"], out_shape)
+    want = network.run_node(node, [x], [q_in])
+    compare(name, got, want, seed)
+    await check_cycles(h, d, name)
+    return got
+
+
+async def check_cycles(h: Harness, d: Descriptor, name: str) -> None:
+    """Engine counters must equal the cycle model's engine cycles (it is exact for them)."""
+    perf = await h.perf()
+    model = cycle_model.layer_cycles(d.as_dict(), CFG)
+    rec = {"name": name, "desc": d.as_dict(), "perf": perf, "model": model.as_dict()}
+    h.records.append(rec)
+    if RESULTS:
+        with open(RESULTS, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+    for key in ("dense", "dw", "eltwise"):
+        want = getattr(model, key)
+        got = perf[key]
+        assert abs(got - want) <= 0.05 * max(want, 1), (
+            f"{name}: PERF_{key.upper()} = {got}, cycle model {want} (more than 5% apart)"
+        )
+    if PAUSE == 0:  # ideal memory: the model's total must hold too
+        assert abs(perf["total"] - model.total) <= 0.05 * model.total, (
+            f"{name}: PERF_TOTAL = {perf['total']}, cycle model {model.total} (> 5% apart)"
+        )
+
+
+def layer_cases(rng: np.random.Generator) -> list[dict[str, object]]:
+    """Every layer type of the detectors, with awkward sizes and several strip widths."""
+    cases: list[dict[str, object]] = [
+        # first conv: dense 3x3 stride 2 on the 3-channel image, odd sizes
+        dict(kind="conv", c=3, h=17, w=13, co=8, k=3, st=2, strip=5, z_in=0),
+        dict(kind="conv", c=20, h=9, w=11, co=35, k=1, st=1, strip=4),  # pointwise
+        dict(kind="conv", c=40, h=5, w=37, co=17, k=1, st=1, strip=32),  # W > max strip
+        dict(kind="conv", c=16, h=7, w=7, co=21, k=1, st=1, strip=3, act="linear"),  # head
+        dict(kind="conv", c=5, h=8, w=9, co=12, k=3, st=1, strip=4, fmt="binary", bits=1),
+        dict(kind="conv", c=9, h=6, w=7, co=7, k=3, st=1, strip=2, bits=3),
+        dict(kind="conv", c=6, h=9, w=8, co=10, k=5, st=1, strip=3),
+        dict(kind="conv", c=17, h=9, w=7, co=9, k=3, st=2, strip=1),
+        dict(kind="conv", c=16, h=1, w=1, co=16, k=1, st=1, strip=1),  # 1x1 map
+        dict(kind="conv", c=7, h=1, w=1, co=5, k=3, st=1, strip=2),  # 3x3 on a 1x1 map
+        dict(kind="dw", c=19, h=10, w=7, k=3, st=1, strip=3, fmt="int", bits=8),
+        dict(kind="dw", c=16, h=9, w=9, k=3, st=2, strip=2, fmt="pow2", bits=4),
+        dict(kind="dw", c=8, h=7, w=12, k=5, st=1, strip=5, fmt="int", bits=8),
+        dict(kind="dw", c=24, h=11, w=9, k=5, st=2, strip=4, fmt="int", bits=8),
+        dict(kind="dw", c=3, h=1, w=1, k=3, st=1, strip=1, fmt="int", bits=8),
+        dict(kind="dw", c=33, h=6, w=40, k=3, st=1, strip=32, fmt="pow2", bits=3),
+        dict(kind="dw", c=12, h=5, w=6, k=3, st=2, strip=2, fmt="binary", bits=1),
+        dict(kind="dw", c=10, h=6, w=5, k=5, st=1, strip=3, fmt="int", bits=5),
+        dict(kind="add", c=20, h=7, w=9, relu=False),
+        dict(kind="add", c=16, h=9, w=10, relu=True),
+    ]
+    for cs in cases:
+        cs.setdefault("seed", int(rng.integers(1 << 30)))
+    return cases
+
+
+async def run_case(h: Harness, cs: dict[str, object], idx: int) -> None:
+    rng = np.random.default_rng(int(cs["seed"]))
+    name = f"case {idx} {json.dumps(cs)}"
+    c, hh, ww = int(cs["c"]), int(cs["h"]), int(cs["w"])
+    qa = random_quant(rng)
+    if "z_in" in cs:
+        qa = Quant(8, int(cs["z_in"]), qa.scale)
+    x = rng.integers(0, 256, size=(c, hh, ww)).astype(np.uint8)
+    if cs["kind"] == "add":
+        qc = random_quant(rng)
+        y = rng.integers(0, 256, size=(c, hh, ww)).astype(np.uint8)
+        node = random_add(rng, "add", "a", qa, "c", qc, relu=bool(cs["relu"]))
+        img = DdrImage()
+        addrs = {
+            "in": img.put(layout.activation_to_ddr(x, L, qa.zero)),
+            "in2": img.put(layout.activation_to_ddr(y, L, qc.zero)),
+        }
+        addrs["out"] = img.alloc(tensor_bytes(x.shape, L))
+        d = add_descriptor(node, x.shape, [qa, qc], addrs)
+        h.load(img)
+        status = await h.run([d], img)
+        assert status & STATUS_DONE and not status & STATUS_ERROR, f"{name}: STATUS {status:#x}"
+        got = h.read_tensor(addrs["out"], x.shape)
+        compare(name, got, network.run_node(node, [x, y], [qa, qc]), int(cs["seed"]))
+        await check_cycles(h, d, name)
+        return
+    node = random_conv(
+        rng, "conv", "x", x.shape, qa,
+        out_channels=int(cs.get("co", c)), kernel=int(cs["k"]), stride=int(cs["st"]),
+        depthwise=cs["kind"] == "dw", weight_format=str(cs.get("fmt", "pow2")),
+        weight_bits=int(cs.get("bits", 4)), activation=str(cs.get("act", "leaky")),
+    )  # fmt: skip
+    await run_conv(h, node, x, qa, int(cs["strip"]), int(cs["seed"]), name)
+
+
+@cocotb.test()
+async def test_registers(dut: object) -> None:
+    """ID/CONFIG registers and an empty program (DESC_COUNT = 0) completing at once."""
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    assert await h.lite.read_dword(REG_ID) == ACCEL_ID
+    conf = await h.lite.read_dword(REG_CONFIG)
+    assert conf & 0xFF == L and (conf >> 8) & 0xFF == CFG.max_strip and (conf >> 16) & 0xF == 1
+    status = await h.run([], DdrImage())
+    assert status & STATUS_DONE, f"STATUS {status:#x}"
+    await h.lite.write_dword(REG_STATUS, STATUS_DONE)
+    assert not (await h.status()) & STATUS_DONE, "DONE is write-1-to-clear"
+
+
+@cocotb.test()
+async def test_layers(dut: object) -> None:
+    """Every layer type on awkward shapes, one descriptor each, under random memory stalls."""
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    only = os.environ.get("ACCEL_CASE")
+    for idx, cs in enumerate(layer_cases(np.random.default_rng(SEED))):
+        if only is not None and int(only) != idx:
+            continue
+        await run_case(h, cs, idx)
+
+
+@cocotb.test()
+async def test_errors(dut: object) -> None:
+    """Impossible descriptors stop with ERROR, the right code and the descriptor's index."""
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    good = Descriptor(
+        op=1, kernel=1, stride=1, pad=0, weight_bits=4, in_channels=16, out_channels=16,
+        in_height=4, in_width=4, out_height=4, out_width=4, strip_width=4,
+        in_addr=0x1000, weight_addr=0x2000, const_addr=0x3000, out_addr=0x4000,
+    )  # fmt: skip
+    cases = [
+        (dict(op=7), 1),
+        (dict(kernel=7, pad=0), 2),
+        (dict(stride=3), 2),
+        (dict(weight_format=2, weight_bits=8), 2),  # int weights in the dense engine
+        (dict(strip_width=0), 3),
+        (dict(strip_width=CFG.max_strip + 1), 3),
+        (dict(out_height=5), 6),
+        (dict(in_channels=CFG.max_channels * 8, out_channels=16, in_width=64, out_width=64,
+              strip_width=CFG.max_strip), 4),  # fmt: skip
+    ]
+    for fields, code in cases:
+        d = Descriptor(**{**good.as_dict(), **fields})
+        img = DdrImage(base=0x8000)
+        status = await h.run([good, d], img)
+        assert status & STATUS_ERROR, f"{fields}: no ERROR (STATUS {status:#x})"
+        got = await h.lite.read_dword(REG_ERROR_CODE)
+        assert got == code, f"{fields}: ERROR_CODE {got}, expected {code}"
+        assert await h.lite.read_dword(REG_ERROR_INDEX) == 1
+        assert await h.lite.read_dword(REG_DESC_DONE) == 1
+        await h.lite.write_dword(REG_STATUS, STATUS_ERROR | STATUS_DONE)
+
+
+def plan_network(art: object, strip: int) -> tuple[list[tuple[str, object]], dict[str, object]]:
+    """Shapes of every node (C, H, W) of the artifact."""
+    shapes = {art.input_name: tuple(art.input_shape)}
+    for n in art.nodes:
+        c, hh, ww = shapes[n.inputs[0]]
+        if n.op == "conv":
+            shapes[n.name] = conv_out_shape(n, (c, hh, ww))
+        elif n.op == "upsample":
+            shapes[n.name] = (c, 2 * hh, 2 * ww)
+        elif n.op == "concat":
+            shapes[n.name] = (sum(shapes[s][0] for s in n.inputs), hh, ww)
+        else:
+            a = n.attrs
+            if n.op == "maxpool":
+                k, s_, p0, p1 = a["kernel"], a["stride"], a["pad_before"], a["pad_after"]
+                shapes[n.name] = (c, (hh + p0 + p1 - k) // s_ + 1, (ww + p0 + p1 - k) // s_ + 1)
+            else:
+                shapes[n.name] = (c, hh, ww)
+    return [], shapes
+
+
+async def run_network(
+    h: Harness, art: object, image: np.ndarray, strip: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Run the network: conv and add on the accelerator, consecutive ones in one program;
+    maxpool, upsample and concat on the CPU (the reference) between programs."""
+    _, shapes = plan_network(art, strip)
+    quant = {art.input_name: art.input_quant}
+    quant.update({n.name: n.quant for n in art.nodes})
+    img = DdrImage()
+    addr: dict[str, int] = {}
+
+    def place(name: str, q: np.ndarray) -> None:
+        raw = layout.activation_to_ddr(q, L, quant[name].zero).tobytes()
+        if name not in addr:
+            addr[name] = img.put(raw)
+        h.ram.write(addr[name], raw)
+
+    values = {art.input_name: image}
+    place(art.input_name, image)
+    pending: list[tuple[Node, Descriptor]] = []
+
+    async def flush() -> None:
+        if not pending:
+            return
+        h.load(img)
+        status = await h.run([d for _, d in pending], img)
+        assert status & STATUS_DONE and not status & STATUS_ERROR, (
+            f"network (seed {seed}): STATUS {status:#x}, ERROR_CODE "
+            f"{await h.lite.read_dword(REG_ERROR_CODE)} at descriptor "
+            f"{await h.lite.read_dword(REG_ERROR_INDEX)}"
+        )
+        for n, _ in pending:
+            values[n.name] = h.read_tensor(addr[n.name], shapes[n.name])
+        pending.clear()
+
+    for n in art.nodes:
+        ins = [quant[s] for s in n.inputs]
+        if n.op in ("conv", "add"):
+            for s in n.inputs:  # a CPU-made input must be in DDR before the program runs
+                if s not in addr:
+                    place(s, values[s])
+            addr[n.name] = img.alloc(tensor_bytes(shapes[n.name], L))
+            if n.op == "conv":
+                a = {
+                    "in": addr[n.inputs[0]], "out": addr[n.name],
+                    "weight": img.put(conv_weight_blob(n, L)),
+                    "const": img.put(conv_const_blob(n, L)),
+                }  # fmt: skip
+                d = conv_descriptor(n, shapes[n.inputs[0]], ins[0], a, strip)
+            else:
+                a = {"in": addr[n.inputs[0]], "in2": addr[n.inputs[1]], "out": addr[n.name]}
+                d = add_descriptor(n, shapes[n.name], ins, a)
+            pending.append((n, d))
+        else:
+            await flush()
+            values[n.name] = network.run_node(n, [values[s] for s in n.inputs], ins)
+    await flush()
+    return values
+
+
+@cocotb.test()
+async def test_network(dut: object) -> None:
+    """A whole random detector-shaped network, layer after layer, equal to the reference."""
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    rng = np.random.default_rng(SEED)
+    size = [(16, 12), (13, 11)][SEED % 2]
+    art = random_network(rng, *size, depthwise_format=["int", "pow2"][SEED % 2])
+    image = rng.integers(0, 256, size=(3, *size)).astype(np.uint8)
+    strip = int(rng.integers(2, 9))
+    got = await run_network(h, art, image, strip, SEED)
+    want = network.run_network(art, image, keep_all=True)
+    for n in art.nodes:
+        compare(f"network node {n.name} (strip {strip})", got[n.name], want[n.name], SEED)
+
+
+@cocotb.test(skip=os.environ.get("ACCEL_FRAME") is None)
+async def test_frame(dut: object) -> None:
+    """Slow: a whole Yolo-Fastest frame (random weights of the real shapes), ACCEL_FRAME=cfg."""
+    from sim.darknet_net import random_artifact_from_cfg
+
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    size = int(os.environ.get("ACCEL_FRAME_SIZE", "512"))
+    art = random_artifact_from_cfg(os.environ["ACCEL_FRAME"], size, SEED)
+    rng = np.random.default_rng(SEED)
+    image = rng.integers(0, 256, size=(3, size, size)).astype(np.uint8)
+    got = await run_network(h, art, image, CFG.max_strip, SEED)
+    want = network.run_network(art, image, keep_all=True)
+    for o in art.outputs:
+        compare(f"frame output {o.node}", got[o.node], want[o.node], SEED)
+    await RisingEdge(dut.aclk)
