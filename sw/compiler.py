@@ -9,8 +9,8 @@ per node) and a list of small named passes, each doing one job, annotates it:
 4. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
 5. ``emit``            descriptors (``sw.descriptors``), DDR image (``sim.reference.layout``).
 
-What the PL can do comes from :class:`Capabilities` (interface version 1: dense 1x1/3x3 with
-3/4-bit pow2 or binary weights, depthwise 3x3/5x5 with pow2 or int8 weights, residual add);
+What the PL can do comes from :class:`Capabilities` (what the RTL's descriptor check accepts:
+dense and depthwise convs with the pow2/binary/int weights it lists, the residual add);
 everything else runs on the CPU. A layer the PL should run but the build cannot hold (weights over
 the weight buffer, an input window over the input buffer, a field too wide for a descriptor)
 raises :class:`CompileError` naming the layer and the limit, unless ``cpu_fallback`` is set.
@@ -55,14 +55,20 @@ class CompileError(ValueError):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the PL computes (interface version 1). A future AccelConfig field of the same name
-    overrides the default, so a build without, say, the depthwise engine compiles correctly."""
+    """What the PL computes: exactly what the RTL's descriptor check accepts (hw/top.py, state
+    CHECK): kernels 1/3/5, strides 1/2, dense weights 3/4-bit pow2 or binary, depthwise weights
+    3/4-bit pow2, binary or 2..8-bit int, and the residual add. (Issue 5 lists the subset the
+    detectors use: dense 1x1/3x3, depthwise 3x3/5x5 with pow2 or int8.) An AccelConfig field of
+    the same name overrides a default, so a build without, say, the depthwise engine compiles
+    correctly."""
 
-    dense_kernels: tuple[int, ...] = (1, 3)
-    depthwise_kernels: tuple[int, ...] = (3, 5)
+    dense_kernels: tuple[int, ...] = (1, 3, 5)
+    depthwise_kernels: tuple[int, ...] = (1, 3, 5)
     strides: tuple[int, ...] = (1, 2)
     dense_weights: tuple[tuple[str, int], ...] = (("pow2", 3), ("pow2", 4), ("binary", 1))
-    depthwise_weights: tuple[tuple[str, int], ...] = (("pow2", 3), ("pow2", 4), ("int", 8))
+    depthwise_weights: tuple[tuple[str, int], ...] = (
+        ("pow2", 3), ("pow2", 4), ("binary", 1), *(("int", b) for b in range(2, 9)),
+    )  # fmt: skip
     has_add: bool = True
     has_depthwise: bool = True
     has_dense: bool = True
@@ -74,25 +80,45 @@ class Capabilities:
 
 
 # ----------------------------------------------------------------------------------------------
-# Resource formulas, shared by the compiler, the emulator's checks and the plan table.
+# Resource formulas: the on-chip buffers as the RTL sizes them (hw/params.py, which is pure
+# Python but not part of sw/, so they are restated here; tests/test_sw_compiler_emu.py checks
+# that both agree). Shared by the compiler, the emulator's checks and the plan table.
+
+INPUT_BANKS = 8  # the input line buffer: 8 banks of one input row each (hw/params.py BANKS)
+DENSE_CODE_BITS = 4  # the dense weight buffer holds every format widened to 4-bit codes
 
 
-def input_window_words(
-    kind: str, kernel: int, stride: int, in_channels: int, strip: int, lanes: int
-) -> int:
-    """L-byte words of input buffer a conv strip needs: ``kernel`` rows of the strip's input
-    window (strip plus halo, section 10) for every input channel group a dense conv reduces
-    over, or for one group at a time in a depthwise conv. The same rule as AccelConfig.check
-    (one 5x5 stride-2 window of one group must fit)."""
-    window = (strip - 1) * stride + kernel
-    g = groups(in_channels, lanes) if kind == "dense" else 1
-    return g * kernel * window
+def bank_words(cfg: AccelConfig) -> int:
+    """L-byte words of one input-buffer bank: one input row of a strip window, all groups."""
+    return cfg.input_buffer_words // INPUT_BANKS
+
+
+def input_row_words(in_channels: int, kernel: int, stride: int, strip: int, lanes: int) -> int:
+    """Words one input row of a strip's window takes: every input channel group times the
+    window's columns (strip plus halo, docs/arithmetic.md section 10). Must fit one bank."""
+    return groups(in_channels, lanes) * ((strip - 1) * stride + kernel)
+
+
+def dense_weight_blocks(cin: int, cout: int, kernel: int, cfg: AccelConfig) -> int:
+    """L_o x L_i weight blocks (one per og, ig, u, w) a dense layer keeps on chip."""
+    return groups(cout, cfg.dense_out_lanes) * groups(cin, cfg.lanes) * kernel * kernel
+
+
+def weight_block_capacity(cfg: AccelConfig) -> int:
+    """Dense weight blocks the weight buffer holds (whole layer, 4-bit codes)."""
+    return cfg.weight_buffer_bytes * 8 // (cfg.lanes * cfg.dense_out_lanes * DENSE_CODE_BITS)
+
+
+def max_channels(cfg: AccelConfig) -> int:
+    """Output channels one conv may have: the depth of the constant buffer and of the depthwise
+    weight buffer, in whole channel groups; builds without the field: the 16-bit field's limit."""
+    return int(getattr(cfg, "max_channels", 65535)) // cfg.lanes * cfg.lanes
 
 
 def weight_block_bytes(
     kind: str, cin: int, cout: int, kernel: int, bits: int, cfg: AccelConfig
 ) -> int:
-    """Packed weight bytes of a layer in the dense or depthwise order of section 9."""
+    """Packed weight bytes of a layer in DDR, in the dense or depthwise order of section 9."""
     if kind == "dense":
         n = groups(cout, cfg.dense_out_lanes) * cfg.dense_out_lanes
         n *= groups(cin, cfg.lanes) * cfg.lanes * kernel * kernel
@@ -108,10 +134,27 @@ def record_lanes(kind: str, cfg: AccelConfig) -> int:
     return max(cfg.lanes, cfg.dense_out_lanes) if kind == "dense" else cfg.lanes
 
 
-def max_channels(cfg: AccelConfig) -> int:
-    """Channels of per-channel constants one conv may have (the constant buffer's depth); builds
-    without the field hold as many as the 16-bit descriptor field can name."""
-    return int(getattr(cfg, "max_channels", 65535))
+def layer_limit(kind: str, cin: int, cout: int, kernel: int, stride: int, strip: int,
+                cfg: AccelConfig) -> str:  # fmt: skip
+    """Why a conv with this strip does not fit the build ("" when it does): the RTL's
+    ERROR 4 conditions, in words."""
+    if groups(cout, cfg.lanes) * cfg.lanes > max_channels(cfg):
+        return f"{cout} output channels > max_channels = {max_channels(cfg)}"
+    if kind == "dense":
+        blocks, cap = dense_weight_blocks(cin, cout, kernel, cfg), weight_block_capacity(cfg)
+        if blocks > cap:
+            return (
+                f"weights need {blocks} blocks of {cfg.dense_out_lanes}x{cfg.lanes} 4-bit codes "
+                f"({blocks * cfg.lanes * cfg.dense_out_lanes // 2} bytes) > "
+                f"weight_buffer_bytes = {cfg.weight_buffer_bytes}"
+            )
+    words = input_row_words(cin, kernel, stride, strip, cfg.lanes)
+    if words > bank_words(cfg):
+        return (
+            f"a {strip}-column strip needs {words} words per input row > input_buffer_words = "
+            f"{cfg.input_buffer_words} / {INPUT_BANKS} banks"
+        )
+    return ""
 
 
 def blocked_bytes(shape: tuple[int, int, int], lanes: int) -> int:
@@ -255,37 +298,15 @@ def choose_strips(g: Graph) -> None:
             _limit(g, layer, too_big[0])
             continue
         widest = min(cfg.max_strip, wo)
-        if layer.kind == "add":  # element-wise: no window, streams rows of the strip
-            layer.strip = widest
-        else:
+        if layer.kind != "add":  # element-wise: no window, streams rows of the strip
             a = layer.attrs
             k, st = a["kernel"], a["stride"]
             layer.weight_bytes = weight_block_bytes(layer.kind, cin, cout, k, a["weight_bits"], cfg)
-            max_ch = max_channels(cfg)
-            if cout > max_ch:
-                _limit(g, layer, f"{cout} output channels > max_channels = {max_ch}")
+            why = layer_limit(layer.kind, cin, cout, k, st, 1, cfg)
+            if why:
+                _limit(g, layer, why)
                 continue
-            if align(layer.weight_bytes) > cfg.weight_buffer_bytes:
-                _limit(
-                    g,
-                    layer,
-                    f"weights need {align(layer.weight_bytes)} bytes > "
-                    f"weight_buffer_bytes = {cfg.weight_buffer_bytes}",
-                )
-                continue
-
-            def need(s: int, kind: str = layer.kind, k: int = k, st: int = st, c: int = cin) -> int:
-                return input_window_words(kind, k, st, c, s, cfg.lanes)
-
-            if need(1) > cfg.input_buffer_words:
-                _limit(
-                    g,
-                    layer,
-                    f"even a 1-column strip needs {need(1)} input words > "
-                    f"input_buffer_words = {cfg.input_buffer_words}",
-                )
-                continue
-            while need(widest) > cfg.input_buffer_words:
+            while layer_limit(layer.kind, cin, cout, k, st, widest, cfg):
                 widest -= 1
         n = -(-wo // widest)
         layer.strip, layer.strips = -(-wo // n), n
@@ -398,14 +419,18 @@ def allocate_memory(g: Graph) -> None:
 # Emission
 
 
-def _cycle_predictor() -> tuple[Callable[[Descriptor, AccelConfig], int] | None, str]:
-    """``hw.cycle_model.descriptor_cycles(desc, cfg) -> int`` when the HW side provides it."""
+def cycle_model() -> tuple[Callable[[Descriptor, AccelConfig], Any] | None, str]:
+    """The HW side's cycle model, when present: ``hw.cycle_model.layer_cycles(fields, cfg)``
+    returns per-descriptor cycles (``.total``, ``.dense``, ``.dw``, ``.eltwise``). Optional:
+    sw/ runs without hw/ (on the board, or before the RTL lands) and then predicts nothing."""
     try:
         mod = importlib.import_module("hw.cycle_model")
     except ImportError:
         return None, ""
-    fn = getattr(mod, "descriptor_cycles", None)
-    return (fn, "hw/cycle_model.py") if callable(fn) else (None, "")
+    fn = getattr(mod, "layer_cycles", None)
+    if not callable(fn):
+        return None, ""
+    return (lambda d, cfg: fn(d.as_dict(), cfg)), "hw/cycle_model.py, ideal memory"
 
 
 def _conv_traffic(layer: GLayer, in_shape: tuple[int, int, int], lanes: int) -> int:
@@ -445,7 +470,7 @@ def emit(g: Graph) -> Plan:
         view = mem[r.offset : r.offset + r.size].reshape(groups(c, lanes), h, w, lanes)
         view[-1, :, :, c % lanes :] = art.input_quant.zero
 
-    predict, cycle_src = _cycle_predictor()
+    predict, cycle_src = cycle_model()
     descs: list[Descriptor] = []
     steps: list[PLStep | CPUStep] = []
     infos: list[LayerInfo] = []
@@ -508,7 +533,7 @@ def emit(g: Graph) -> Plan:
         info.strip_width, info.strips = layer.strip, layer.strips or 1
         info.descriptor = len(descs)
         if predict is not None:
-            info.cycles = int(predict(d, cfg))
+            info.cycles = int(predict(d, cfg).total)
         if steps and isinstance(steps[-1], PLStep):
             steps[-1].count += 1
             steps[-1].layers.append(layer.name)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,8 @@ from sw.accel_config import AccelConfig
 from sw.artifact import decode_codes
 from sw.compiler import (
     Capabilities,
-    input_window_words,
-    max_channels,
+    cycle_model,
+    layer_limit,
     record_lanes,
     weight_block_bytes,
 )
@@ -66,7 +67,7 @@ from sw.descriptors import (
     WEIGHT_FORMAT_CODES,
     Descriptor,
 )
-from sw.plan import ALIGN, align, groups
+from sw.plan import ALIGN, groups
 
 FORMAT_NAMES = {v: k for k, v in WEIGHT_FORMAT_CODES.items()}
 ERR_OPCODE, ERR_SHAPE, ERR_STRIP, ERR_BUFFER, ERR_AXI, ERR_SIZES = 1, 2, 3, 4, 5, 6
@@ -112,7 +113,7 @@ class EmuDevice:
         self.base = base
         self.mem = np.zeros(size, dtype=np.uint8)
         self.hang_after = hang_after
-        self.cycles: Callable[[Descriptor, AccelConfig], int] | None = None
+        self.cycles: Callable[[Descriptor, AccelConfig], Any] | None = cycle_model()[0]
         self.regs = dict.fromkeys(
             [
                 REG_CTRL,
@@ -133,6 +134,7 @@ class EmuDevice:
         self.regs[REG_ID] = ACCEL_ID
         self.regs[REG_CONFIG], self.regs[REG_CONFIG2] = config_registers(cfg)
         self._cache: dict[bytes, _Weights] = {}
+        self._perf: dict[bytes, Any] = {}
 
     # -- bus interface -----------------------------------------------------------------------
 
@@ -212,28 +214,25 @@ class EmuDevice:
                 r[REG_STATUS] = (r[REG_STATUS] & ~STATUS_BUSY) | STATUS_ERROR
                 return
             r[REG_DESC_DONE] = i + 1
-            if self.cycles is not None:
-                c = int(self.cycles(d, self.cfg))
-                r[REG_PERF_TOTAL] += c
-                perf = {OP_DENSE: REG_PERF_DENSE, OP_DEPTHWISE: REG_PERF_DW}
-                r[perf.get(d.op, REG_PERF_ELTWISE)] += c
+            if self.cycles is not None:  # counters as hw/cycle_model.py predicts them
+                key = raw.tobytes()
+                lc = self._perf.get(key)
+                if lc is None:  # deterministic per descriptor: predicted once
+                    lc = self._perf[key] = self.cycles(d, self.cfg)
+                r[REG_PERF_TOTAL] += int(lc.total)
+                r[REG_PERF_DENSE] += int(lc.dense)
+                r[REG_PERF_DW] += int(lc.dw)
+                r[REG_PERF_ELTWISE] += int(lc.eltwise)
         r[REG_STATUS] = (r[REG_STATUS] & ~STATUS_BUSY) | STATUS_DONE
 
     def check(self, d: Descriptor) -> None:
-        """The refusals of the interface's ERROR_CODE, in the order the RTL would meet them."""
+        """The refusals of the interface's ERROR_CODE, in the order the RTL's CHECK state tests
+        them (hw/top.py): opcode, kernel/stride/pad/format, strip, sizes, buffers."""
         cfg, caps = self.cfg, self.caps
-        if d.op not in (OP_DENSE, OP_DEPTHWISE, OP_ADD):
+        conv = d.op in (OP_DENSE, OP_DEPTHWISE)
+        if not conv and d.op != OP_ADD:
             raise DeviceFault(ERR_OPCODE, f"opcode {d.op}")
-        if not 1 <= d.strip_width <= cfg.max_strip:
-            raise DeviceFault(ERR_STRIP, f"strip {d.strip_width} > {cfg.max_strip}")
-        if d.op == OP_ADD:
-            if (d.in_channels, d.in_height, d.in_width) != (
-                d.out_channels,
-                d.out_height,
-                d.out_width,
-            ):
-                raise DeviceFault(ERR_SIZES, "add operands and output differ in shape")
-        else:
+        if conv:
             dense = d.op == OP_DENSE
             kernels_ok = caps.dense_kernels if dense else caps.depthwise_kernels
             fmts = caps.dense_weights if dense else caps.depthwise_weights
@@ -242,27 +241,29 @@ class EmuDevice:
                 raise DeviceFault(ERR_SHAPE, f"kernel {d.kernel} stride {d.stride} pad {d.pad}")
             if (fmt, d.weight_bits) not in fmts:
                 raise DeviceFault(ERR_SHAPE, f"{d.weight_bits}-bit {fmt} weights")
+            if not 1 <= d.strip_width <= cfg.max_strip:
+                raise DeviceFault(ERR_STRIP, f"strip {d.strip_width} > {cfg.max_strip}")
+        if min(d.in_channels, d.out_channels, d.in_height, d.in_width) < 1:
+            raise DeviceFault(ERR_SIZES, "empty tensor")
+        if not 2 <= d.out_bits <= 8:
+            raise DeviceFault(ERR_SIZES, f"out_bits {d.out_bits}")
+        if conv:
             ho, wo = kernels.conv_out_size(d.in_height, d.in_width, d.kernel, d.stride, d.pad)
             if (ho, wo) != (d.out_height, d.out_width) or ho < 1 or wo < 1:
                 raise DeviceFault(ERR_SIZES, f"output {d.out_height}x{d.out_width} != {ho}x{wo}")
-            if not dense and d.in_channels != d.out_channels:
+            if d.op == OP_DEPTHWISE and d.in_channels != d.out_channels:
                 raise DeviceFault(ERR_SIZES, "depthwise with in != out channels")
-            kind = "dense" if dense else "depthwise"
-            words = input_window_words(
-                kind, d.kernel, d.stride, d.in_channels, d.strip_width, cfg.lanes
-            )
-            wbytes = weight_block_bytes(
-                kind, d.in_channels, d.out_channels, d.kernel, d.weight_bits, cfg
-            )
-            if (
-                words > cfg.input_buffer_words
-                or align(wbytes) > cfg.weight_buffer_bytes
-                or d.out_channels > max_channels(cfg)
-            ):
-                raise DeviceFault(ERR_BUFFER, f"needs {words} input words, {wbytes} weight bytes")
-        if min(d.in_channels, d.out_channels, d.in_height, d.in_width) < 1:
-            raise DeviceFault(ERR_SIZES, "empty tensor")
-        addrs = [d.in_addr, d.weight_addr, d.out_addr] + ([d.const_addr] if d.op != OP_ADD else [])
+            kind = "dense" if d.op == OP_DENSE else "depthwise"
+            why = layer_limit(kind, d.in_channels, d.out_channels, d.kernel, d.stride,
+                              d.strip_width, cfg)  # fmt: skip
+            if why:
+                raise DeviceFault(ERR_BUFFER, why)
+        elif (d.in_channels, d.in_height, d.in_width) != (
+            d.out_channels, d.out_height, d.out_width,
+        ):  # fmt: skip
+            raise DeviceFault(ERR_SIZES, "add operands and output differ in shape")
+        # Stricter than the RTL, which does not check alignment: the interface requires it.
+        addrs = [d.in_addr, d.weight_addr, d.out_addr] + ([d.const_addr] if conv else [])
         if any(a % ALIGN for a in addrs):
             raise DeviceFault(ERR_AXI, "address not 64-byte aligned")
 
@@ -347,8 +348,6 @@ class EmuDevice:
         """Run one layer on the DDR image."""
         self.check(d)
         out_bits = d.out_bits
-        if not 2 <= out_bits <= 8:
-            raise DeviceFault(ERR_SIZES, f"out_bits {out_bits}")
         x = self._tensor(d.in_addr, d.in_channels, d.in_height, d.in_width)
         if d.op == OP_ADD:  # element-wise: all lanes, padding included, as the RTL does
             y = self._tensor(d.weight_addr, d.in_channels, d.in_height, d.in_width)

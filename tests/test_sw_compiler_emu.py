@@ -12,7 +12,7 @@ from sim.reference.randnet import random_conv, random_network
 from sw.accel_config import AccelConfig
 from sw.artifact import Artifact, Node, Output, Quant
 from sw.backends.emu import EmuBackend
-from sw.compiler import CompileError, compile_model, input_window_words, lower
+from sw.compiler import CompileError, compile_model, layer_limit, lower
 from sw.descriptors import OP_ADD, Descriptor
 from sw.plan import CPUStep, PLStep
 
@@ -91,8 +91,9 @@ def test_binary_and_pow2_3bit_and_all_kernels() -> None:
             },
             {"kernel": 3, "depthwise": True, "weight_format": "int", "weight_bits": 8, "pad": 0},
             {"out_channels": 9, "kernel": 3, "weight_format": "pow2", "weight_bits": 3},
-            {"out_channels": 5, "kernel": 5},  # dense 5x5: not on the PL, runs on the CPU
-            {"out_channels": 6, "kernel": 1, "weight_format": "pow2", "weight_bits": 8},  # CPU too
+            {"out_channels": 5, "kernel": 5},  # dense 5x5: the RTL takes it
+            {"out_channels": 6, "kernel": 1, "weight_format": "pow2", "weight_bits": 8},  # CPU
+            {"out_channels": 7, "kernel": 3, "weight_format": "int", "weight_bits": 8},  # CPU
         ],
         shape=(3, 29, 23),
         bits=4,
@@ -100,9 +101,9 @@ def test_binary_and_pow2_3bit_and_all_kernels() -> None:
     for cfg in CONFIGS:
         plan = compile_model(art, cfg)
         engines = {li.name: li.engine for li in plan.layers}
-        assert [engines[f"c{i}"] for i in range(7)] == ["PL"] * 5 + ["CPU"] * 2
-        assert "5x5 dense kernels not supported" in plan.layers[5].note
-        assert "8-bit pow2" in plan.layers[6].note
+        assert [engines[f"c{i}"] for i in range(8)] == ["PL"] * 6 + ["CPU"] * 2
+        assert "8-bit pow2 weights not supported by the dense engine" in plan.layers[6].note
+        assert "8-bit int weights not supported by the dense engine" in plan.layers[7].note
         _check_equal(art, cfg, rng)
 
 
@@ -122,16 +123,33 @@ def test_strips_fit_the_buffers_and_are_balanced() -> None:
     for li, d in zip(plan.layers, plan.descriptors, strict=True):
         kind = "dense" if d.op == 1 else "depthwise"
         assert d.strip_width <= cfg.max_strip
-        assert (
-            input_window_words(kind, d.kernel, d.stride, d.in_channels, d.strip_width, cfg.lanes)
-            <= cfg.input_buffer_words
-        )
-        # the widest legal strip, evened out: one more column would not fit or not help
+        assert not layer_limit(kind, d.in_channels, d.out_channels, d.kernel, d.stride,
+                               d.strip_width, cfg)  # fmt: skip
         assert li.strips == -(-d.out_width // d.strip_width)
         assert (li.strips - 1) * d.strip_width < d.out_width
-    # 6 input groups x 3 rows x (s + 2) <= 1200 gives s <= 64, max_strip 40 -> 3 strips of 34
-    assert (plan.layers[1].strips, plan.layers[1].strip_width) == (3, 34)
+    # 6 input groups x (s + 2) columns <= 1200 / 8 banks gives s <= 23: 5 strips of 20
+    assert (plan.layers[1].strips, plan.layers[1].strip_width) == (5, 20)
+    # the depthwise 5x5 reads 5 groups x (s + 4) <= 150: s <= 26 -> 4 strips of 25
+    assert (plan.layers[2].strips, plan.layers[2].strip_width) == (4, 25)
     _check_equal(art, cfg, rng, frames=1)
+
+
+def test_resource_formulas_agree_with_the_rtl_parameters() -> None:
+    """sw/ restates hw/params.py (to run without hw/ on the board): they must not drift."""
+    params = pytest.importorskip("hw.params")
+    from sw import compiler
+
+    assert compiler.INPUT_BANKS == params.BANKS
+    assert compiler.DENSE_CODE_BITS == params.DENSE_CODE_BITS
+    for cfg in [
+        AccelConfig(),
+        AccelConfig(input_buffer_words=8192, weight_buffer_bytes=32768),
+        AccelConfig(max_strip=64, input_buffer_words=32768, max_channels=512),
+    ]:
+        p = params.check(cfg)
+        assert compiler.bank_words(cfg) == p.bank_words
+        assert compiler.weight_block_capacity(cfg) == p.weight_blocks
+        assert compiler.max_channels(cfg) // cfg.lanes == p.channel_groups
 
 
 def test_limits_fail_with_layer_and_limit_or_fall_back() -> None:
@@ -149,7 +167,7 @@ def test_limits_fail_with_layer_and_limit_or_fall_back() -> None:
         rng, [{"out_channels": 8, "kernel": 3}, {"out_channels": 8, "kernel": 3}], shape=(300, 6, 6)
     )
     small = AccelConfig(lanes=4, max_strip=8, input_buffer_words=300)
-    with pytest.raises(CompileError, match=r"layer 'c0'.*input_buffer_words = 300"):
+    with pytest.raises(CompileError, match=r"layer 'c0'.*input_buffer_words = 300 / 8 banks"):
         compile_model(wide, small)
 
 
