@@ -43,8 +43,16 @@ class UsageError(RuntimeError):
     """Bad input to the command; one line."""
 
 
+def _measured_map(meta: dict[str, Any]) -> float:
+    """The mAP the quantizer measured and stored (quant/cli.py), -1 when none."""
+    m = meta.get("measured", {})
+    v = m.get("voc_sample_map_all") if isinstance(m, dict) else None
+    return float(v) if isinstance(v, int | float) else -1.0
+
+
 def find_default_artifact(folder: Path = ARTIFACT_DIR) -> Path:
-    """The best committed Yolo-Fastest artifact: highest ``metadata.map50`` (then name)."""
+    """The best committed Yolo-Fastest artifact: highest measured mAP in its metadata (then
+    name)."""
     cands = sorted(folder.glob("*yolo-fastest*.npz")) if folder.is_dir() else []
     if not cands:
         raise UsageError(f"no model artifact found under {folder}/ (pass --model PATH)")
@@ -54,8 +62,7 @@ def find_default_artifact(folder: Path = ARTIFACT_DIR) -> Path:
             meta = artifact_mod.load(p).metadata
         except ArtifactError:
             continue
-        m = meta.get("map50")
-        scored.append((float(m) if isinstance(m, int | float) else -1.0, p))
+        scored.append((_measured_map(meta), p))
     if not scored:
         raise UsageError(f"no loadable artifact under {folder}/ (pass --model PATH)")
     return max(scored, key=lambda s: (s[0], str(s[1])))[1]
