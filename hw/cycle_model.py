@@ -27,7 +27,7 @@ from sw.accel_config import AccelConfig
 BANKS = 8  # rows of line buffer (hw/params.py)
 DW_TAPS = 9
 # Controller costs in cycles, read off the RTL's state machines (hw/top.py):
-LAYER_FIXED = 14  # NEXT, FETCH, 4 SETUP, CHECK, GO, RUN exit, router pops of the first tags
+LAYER_FIXED = 19  # NEXT, FETCH, descriptor beats, 4 SETUP, CHECK, GO, RUN exit, first tag pops
 SEG_OVERHEAD = 2  # SEG (queue the write command) + NEXTSEG per output group of a row
 ROW_OVERHEAD = 1  # ROW state per output row
 STRIP_OVERHEAD = 1  # STRIP state
@@ -171,7 +171,9 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
         r.write_beats / wb,
         (r.read_beats + r.write_beats) / mem.total_beats_per_cycle,
     )
-    load = (const_beats + weight_beats) / rb + 2 * mem.latency
+    # The router widens depthwise weights one L-lane vector per cycle (8 / container per beat).
+    load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk)
+    load = const_beats / rb + load_w + 2 * mem.latency
     r.total = round(LAYER_FIXED + load + fill + steady + PIPE_DRAIN)
     return r
 

@@ -13,6 +13,7 @@ RTL sees back-pressure and irregular latency on every handshake.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -84,6 +85,8 @@ class Harness:
             AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
             reset_active_level=False,
         )  # fmt: skip
+        # Per-transaction INFO lines of cocotbext-axi would drown the report.
+        logging.getLogger("cocotb.pow2det_accel").setLevel(logging.WARNING)
         rng = random.Random(seed)
         if pause > 0:
             for ch in (
@@ -190,7 +193,8 @@ async def check_cycles(h: Harness, d: Descriptor, name: str) -> None:
             f"{name}: PERF_{key.upper()} = {got}, cycle model {want} (more than 5% apart)"
         )
     if PAUSE == 0:  # ideal memory: the model's total must hold too
-        assert abs(perf["total"] - model.total) <= 0.05 * model.total, (
+        # 5%, with a floor of 16 cycles: a 1x1-pixel layer is all fixed costs.
+        assert abs(perf["total"] - model.total) <= max(0.05 * model.total, 16), (
             f"{name}: PERF_TOTAL = {perf['total']}, cycle model {model.total} (> 5% apart)"
         )
 
