@@ -77,7 +77,8 @@ def run(
     tdir.mkdir(parents=True, exist_ok=True)
     pypath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     xml = runner.test(
-        test_module=module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", testcase=testcase, build_dir=bdir, test_dir=tdir,
+        test_module=module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", testcase=testcase,
+        build_dir=bdir, test_dir=tdir,
         extra_env={"PYTHONPATH": pypath, **env}, waves=waves(),
         results_xml=str(tdir / "results.xml"), timescale=("1ns", "1ps"),
     )  # fmt: skip

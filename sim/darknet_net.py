@@ -1,0 +1,145 @@
+"""Darknet cfg -> artifact with random weights of the real shapes, and -> accelerator layers.
+
+For the slow whole-frame RTL test and ``bench/hw.py`` while no quantized artifact of the real
+detectors exists: shapes come from the cfg (``models.darknet``), weights and constants from
+``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8, 8-bit activations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from hw.params import BANKS
+from models.darknet import (
+    ConvSpec,
+    DropoutSpec,
+    MaxpoolSpec,
+    RouteSpec,
+    ShortcutSpec,
+    UpsampleSpec,
+    YoloSpec,
+    infer_shapes,
+    parse_cfg,
+)
+from sim.ddr import add_descriptor, conv_descriptor
+from sim.reference.randnet import random_add, random_conv
+from sw.accel_config import AccelConfig
+from sw.artifact import Artifact, Node, Output, Quant
+
+
+def random_artifact_from_cfg(
+    path: str, size: int, seed: int, dense_bits: int = 4, dw_format: str = "int"
+) -> Artifact:
+    cfg = parse_cfg(path)
+    shapes = infer_shapes(cfg, size, size)
+    rng = np.random.default_rng(seed)
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    names: list[str] = []  # darknet layer index -> node name holding its output
+    quants: dict[str, Quant] = {"image": inq}
+    nshape: dict[str, tuple[int, int, int]] = {"image": (3, size, size)}
+    nodes: list[Node] = []
+    outputs: list[Output] = []
+    # Inputs of a concat must share one quantization: give every layer that feeds a multi-input
+    # route (through upsample/maxpool, which keep their input's) the same random output range.
+    shared: dict[int, Quant] = {}
+    for spec in cfg.layers:
+        if isinstance(spec, RouteSpec) and len(spec.layers) > 1:
+            q = Quant(8, int(rng.integers(0, 256)), float(np.float32(rng.uniform(0.01, 0.1))))
+            q = next((shared[j] for j in spec.layers if j in shared), q)  # join earlier groups
+            for j in spec.layers:
+                while j >= 0:
+                    shared.setdefault(j, q)
+                    lj = cfg.layers[j]
+                    if isinstance(lj, RouteSpec) and len(lj.layers) == 1:
+                        j = lj.layers[0]  # a one-input route only names another layer
+                    elif isinstance(lj, (UpsampleSpec, MaxpoolSpec, DropoutSpec)):
+                        j -= 1
+                    else:
+                        break
+    for i, spec in enumerate(cfg.layers):
+        prev = names[i - 1] if i else "image"
+        name = f"l{i}"
+        if isinstance(spec, ConvSpec):
+            dw = spec.depthwise
+            node = random_conv(
+                rng, name, prev, nshape[prev], quants[prev], out_channels=spec.filters,
+                kernel=spec.size, stride=spec.stride, depthwise=dw, pad=spec.padding,
+                weight_format=dw_format if dw else "pow2",
+                weight_bits=(8 if dw_format == "int" else dense_bits) if dw else dense_bits,
+                activation=spec.activation, out_quant=shared.get(i),
+            )  # fmt: skip
+        elif isinstance(spec, ShortcutSpec):
+            src = names[spec.source]
+            node = random_add(rng, name, prev, quants[prev], src, quants[src],
+                              relu=spec.activation == "relu")  # fmt: skip
+            if i in shared:
+                node = dataclasses.replace(node, quant=shared[i])
+        elif isinstance(spec, RouteSpec):
+            if spec.groups != 1:
+                raise NotImplementedError(f"{spec.where()}: route with groups")
+            srcs = [names[j] for j in spec.layers]
+            if len(srcs) == 1:
+                names.append(srcs[0])
+                continue
+            node = Node(name, "concat", srcs, {}, quants[srcs[0]])
+        elif isinstance(spec, UpsampleSpec):
+            node = Node(name, "upsample", [prev], {}, quants[prev])
+        elif isinstance(spec, MaxpoolSpec):
+            p0 = spec.padding // 2
+            attrs = {"kernel": spec.size, "stride": spec.stride, "pad_before": p0,
+                     "pad_after": spec.padding - p0}  # fmt: skip
+            node = Node(name, "maxpool", [prev], attrs, quants[prev])
+        elif isinstance(spec, DropoutSpec):
+            names.append(prev)
+            continue
+        elif isinstance(spec, YoloSpec):
+            anchors = [list(a) for a in spec.head_anchors]
+            outputs.append(Output(prev, "yolo", {"anchors": anchors, "classes": spec.classes,
+                                                 "scale_x_y": spec.scale_x_y}))  # fmt: skip
+            names.append(prev)
+            continue
+        else:
+            raise NotImplementedError(f"{spec.where()}")
+        nodes.append(node)
+        names.append(name)
+        quants[name] = node.quant
+        nshape[name] = shapes[i]
+    return Artifact(
+        name=f"random-{cfg.name}", input_name="image", input_shape=(3, size, size),
+        input_quant=inq, nodes=nodes, outputs=outputs, classes=["c"] * 20,
+        metadata={"generator": "sim.darknet_net.random_artifact_from_cfg", "seed": seed},
+    )  # fmt: skip
+
+
+def choose_strip(d: dict[str, int], cfg: AccelConfig) -> int:
+    """Widest strip whose window (all input groups) fits one line-buffer bank."""
+    bank = cfg.input_buffer_words // BANKS
+    gi = -(-d["in_channels"] // cfg.lanes)
+    for ws in range(min(cfg.max_strip, d["out_width"]), 0, -1):
+        if gi * ((ws - 1) * d["stride"] + d["kernel"]) <= bank:
+            return ws
+    return 0
+
+
+def accelerator_layers(
+    art: Artifact, cfg: AccelConfig
+) -> list[tuple[str, dict[str, int] | None, str]]:
+    """(node name, descriptor fields or None, op) for every node; None = runs on the CPU."""
+    shapes = art.shapes()
+    out = []
+    for n in art.nodes:
+        if n.op == "conv":
+            zero = {"in": 0, "weight": 0, "const": 0, "out": 0}
+            d = conv_descriptor(n, shapes[n.inputs[0]], art.quant_of(n.inputs[0]), zero, 1)
+            fields = d.as_dict()
+            fields["strip_width"] = choose_strip(fields, cfg)
+            out.append((n.name, fields, "dense" if d.op == 1 else "depthwise"))
+        elif n.op == "add":
+            q = [art.quant_of(s) for s in n.inputs]
+            d = add_descriptor(n, shapes[n.name], q, {"in": 0, "in2": 0, "out": 0})
+            out.append((n.name, d.as_dict(), "add"))
+        else:
+            out.append((n.name, None, n.op))
+    return out
