@@ -83,8 +83,7 @@ def table(res: dict[str, float]) -> str:
 
 def synth(verilog: Path, log: Path) -> tuple[dict[str, float], float]:
     script = (
-        f"read_verilog {verilog}; synth_xilinx -family xcup -top pow2det_accel; "
-        "stat -tech xilinx"
+        f"read_verilog {verilog}; synth_xilinx -family xcup -top pow2det_accel; stat -tech xilinx"
     )
     t0 = time.time()
     proc = subprocess.run(

@@ -358,8 +358,8 @@ class Pow2DetAccel(wiring.Component):
                 ho_exp = ((H + 2 * pad - k) >> stride_sh) + 1
                 wo_exp = ((W + 2 * pad - k) >> stride_sh) + 1
                 conv = is_dense | is_dw
-                bad_kernel = ~((k == 1) | (k == 3) | (k == 5)) | ~((st == 1) | (st == 2)) | (
-                    pad >= k
+                bad_kernel = (
+                    ~((k == 1) | (k == 3) | (k == 5)) | ~((st == 1) | (st == 2)) | (pad >= k)
                 )
                 pow2_ok = (wfmt == 0) & ((wbits == 3) | (wbits == 4))
                 bin_ok = (wfmt == 1) & (wbits == 1)
@@ -374,8 +374,10 @@ class Pow2DetAccel(wiring.Component):
                     | (is_dw & (cin != cout))
                 )  # fmt: skip
                 bad_add = (cin != cout) | (H != Ho) | (W != Wo)
-                bad_buf = (slot_words > hp.bank_words) | (go > hp.channel_groups) | (
-                    is_dense & (blocks > hp.weight_blocks)
+                bad_buf = (
+                    (slot_words > hp.bank_words)
+                    | (go > hp.channel_groups)
+                    | (is_dense & (blocks > hp.weight_blocks))
                 )
                 with m.If(~(conv | (op == 3))):
                     m.d.sync += err.eq(E_OPCODE)
@@ -533,7 +535,7 @@ class Pow2DetAccel(wiring.Component):
                 with m.If(tags.r_rdy):
                     m.d.sync += [tag.eq(tags.r_data), ds_cnt.eq(0), ds_sub.eq(0), ds_g.eq(0),
                                  ds_t.eq(0)]  # fmt: skip
-                    kind = tags.r_data[: 3]
+                    kind = tags.r_data[:3]
                     with m.Switch(kind):
                         with m.Case(T_DESC):
                             m.next = "DESC"
@@ -616,9 +618,7 @@ class Pow2DetAccel(wiring.Component):
                                         sgn = Mux(wbits == 3, code[2], code[3])
                                         mfield = Mux(wbits == 3, code[0:2], code[0:3])
                                         mag = Mux(mfield == 0, 0, (1 << mfield) >> 1)
-                                        m.d.comb += wv.eq(
-                                            Mux(wfmt == 2, ival, Mux(sgn, -mag, mag))
-                                        )
+                                        m.d.comb += wv.eq(Mux(wfmt == 2, ival, Mux(sgn, -mag, mag)))
                                     else:
                                         m.d.comb += wv.eq(ival)
                         lanes_w.append(wv)
@@ -939,9 +939,7 @@ class Pow2DetAccel(wiring.Component):
                 nxt = Mux(w_tag.phase == 0, dwa.sums[lane], dw_acc[lane] + dwa.sums[lane])
                 m.d.sync += [dw_acc[lane].eq(nxt), fin_acc[lane].eq(nxt)]
 
-        m.d.sync += fin_valid.eq(
-            (dense.valid_out & d_tag.last) | (dwa.valid_out & w_tag.lastph)
-        )
+        m.d.sync += fin_valid.eq((dense.valid_out & d_tag.last) | (dwa.valid_out & w_tag.lastph))
         m.d.sync += fin_o.eq(Mux(dense.valid_out, d_tag.o, w_tag.o))
         # Constants of the group: one cycle of BRAM read, so the accumulator waits one cycle.
         m.d.comb += [cmem_r.addr.eq(fin_o), cmem_r.en.eq(1)]

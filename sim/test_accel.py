@@ -308,8 +308,16 @@ async def test_errors(dut: object) -> None:
         (dict(strip_width=0), 3),
         (dict(strip_width=CFG.max_strip + 1), 3),
         (dict(out_height=5), 6),
-        (dict(in_channels=CFG.max_channels * 8, out_channels=16, in_width=64, out_width=64,
-              strip_width=CFG.max_strip), 4),  # fmt: skip
+        (
+            dict(
+                in_channels=CFG.max_channels * 8,
+                out_channels=16,
+                in_width=64,
+                out_width=64,
+                strip_width=CFG.max_strip,
+            ),
+            4,
+        ),  # fmt: skip
     ]
     for fields, code in cases:
         d = Descriptor(**{**good.as_dict(), **fields})
