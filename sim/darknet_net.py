@@ -11,7 +11,6 @@ import dataclasses
 
 import numpy as np
 
-from hw.params import BANKS
 from models.darknet import (
     ConvSpec,
     DropoutSpec,
@@ -23,7 +22,7 @@ from models.darknet import (
     infer_shapes,
     parse_cfg,
 )
-from sim.ddr import add_descriptor, conv_descriptor
+from sim.ddr import add_descriptor, choose_strip, conv_descriptor
 from sim.reference.randnet import random_add, random_conv
 from sw.accel_config import AccelConfig
 from sw.artifact import Artifact, Node, Output, Quant
@@ -111,16 +110,6 @@ def random_artifact_from_cfg(
         input_quant=inq, nodes=nodes, outputs=outputs, classes=["c"] * 20,
         metadata={"generator": "sim.darknet_net.random_artifact_from_cfg", "seed": seed},
     )  # fmt: skip
-
-
-def choose_strip(d: dict[str, int], cfg: AccelConfig) -> int:
-    """Widest strip whose window (all input groups) fits one line-buffer bank."""
-    bank = cfg.input_buffer_words // BANKS
-    gi = -(-d["in_channels"] // cfg.lanes)
-    for ws in range(min(cfg.max_strip, d["out_width"]), 0, -1):
-        if gi * ((ws - 1) * d["stride"] + d["kernel"]) <= bank:
-            return ws
-    return 0
 
 
 def accelerator_layers(

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hw.params import BANKS
 from sim.reference import layout
+from sw.accel_config import AccelConfig
 from sw.artifact import Node, Quant
 from sw.descriptors import OP_ADD, OP_DENSE, OP_DEPTHWISE, WEIGHT_FORMAT_CODES, Descriptor
 
@@ -106,6 +108,11 @@ def add_descriptor(
     )  # fmt: skip
 
 
-def default_strip(width_out: int, max_strip: int) -> int:
-    """Widest strip that the build allows (the compiler may choose narrower ones)."""
-    return min(max_strip, max(width_out, 1))
+def choose_strip(d: dict[str, int], cfg: AccelConfig) -> int:
+    """Widest strip whose window (all input groups) fits one line-buffer bank."""
+    bank = cfg.input_buffer_words // BANKS
+    gi = -(-d["in_channels"] // cfg.lanes)
+    for ws in range(min(cfg.max_strip, d["out_width"]), 0, -1):
+        if gi * ((ws - 1) * d["stride"] + d["kernel"]) <= bank:
+            return ws
+    return 0

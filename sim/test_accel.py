@@ -28,6 +28,7 @@ from hw import cycle_model
 from sim.ddr import (
     DdrImage,
     add_descriptor,
+    choose_strip,
     conv_const_blob,
     conv_descriptor,
     conv_out_shape,
@@ -231,7 +232,7 @@ def layer_cases(rng: np.random.Generator) -> list[dict[str, object]]:
 
 async def run_case(h: Harness, cs: dict[str, object], idx: int) -> None:
     rng = np.random.default_rng(int(cs["seed"]))
-    name = f"case {idx} {json.dumps(cs)}"
+    name = str(cs.get("name", f"case {idx}")) + " " + json.dumps(cs)
     c, hh, ww = int(cs["c"]), int(cs["h"]), int(cs["w"])
     qa = random_quant(rng)
     if "z_in" in cs:
@@ -331,8 +332,8 @@ async def test_errors(dut: object) -> None:
         await h.lite.write_dword(REG_STATUS, STATUS_ERROR | STATUS_DONE)
 
 
-def plan_network(art: object, strip: int) -> tuple[list[tuple[str, object]], dict[str, object]]:
-    """Shapes of every node (C, H, W) of the artifact."""
+def node_shapes(art: object) -> dict[str, tuple[int, int, int]]:
+    """Shapes (C, H, W) of every node of the artifact, without validating it."""
     shapes = {art.input_name: tuple(art.input_shape)}
     for n in art.nodes:
         c, hh, ww = shapes[n.inputs[0]]
@@ -349,7 +350,7 @@ def plan_network(art: object, strip: int) -> tuple[list[tuple[str, object]], dic
                 shapes[n.name] = (c, (hh + p0 + p1 - k) // s_ + 1, (ww + p0 + p1 - k) // s_ + 1)
             else:
                 shapes[n.name] = (c, hh, ww)
-    return [], shapes
+    return shapes
 
 
 async def run_network(
@@ -357,7 +358,7 @@ async def run_network(
 ) -> dict[str, np.ndarray]:
     """Run the network: conv and add on the accelerator, consecutive ones in one program;
     maxpool, upsample and concat on the CPU (the reference) between programs."""
-    _, shapes = plan_network(art, strip)
+    shapes = node_shapes(art)
     quant = {art.input_name: art.input_quant}
     quant.update({n.name: n.quant for n in art.nodes})
     img = DdrImage()
@@ -401,6 +402,8 @@ async def run_network(
                     "const": img.put(conv_const_blob(n, L)),
                 }  # fmt: skip
                 d = conv_descriptor(n, shapes[n.inputs[0]], ins[0], a, strip)
+                # Narrower strips where a wide one would not fit the line buffer (error 4).
+                d.strip_width = min(strip, choose_strip(d.as_dict(), CFG))
             else:
                 a = {"in": addr[n.inputs[0]], "in2": addr[n.inputs[1]], "out": addr[n.name]}
                 d = add_descriptor(n, shapes[n.name], ins, a)
@@ -444,3 +447,15 @@ async def test_frame(dut: object) -> None:
     for o in art.outputs:
         compare(f"frame output {o.node}", got[o.node], want[o.node], SEED)
     await RisingEdge(dut.aclk)
+
+
+@cocotb.test(skip=os.environ.get("ACCEL_CASES") is None)
+async def test_cases_file(dut: object) -> None:
+    """Layer cases from a JSON file (ACCEL_CASES), e.g. real detector shapes for bench/hw.py."""
+    h = Harness(dut, SEED, PAUSE)
+    await h.reset()
+    with open(os.environ["ACCEL_CASES"]) as fh:
+        cases = json.load(fh)
+    for idx, cs in enumerate(cases):
+        cs.setdefault("seed", SEED + idx)
+        await run_case(h, cs, idx)
