@@ -1,0 +1,110 @@
+"""Options and steps shared by quant.ptq, quant.datafree and quant.qat."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quant.calibrate import MODELS, voc_names
+from quant.export import to_artifact
+from quant.model import QuantDetector
+from sw import artifact as artmod
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="yolo-fastest-voc", choices=MODELS)
+    ap.add_argument("--bits", type=int, default=4, choices=(3, 4),
+                    help="pow2 bits of the dense convs (the dense engine: 3-4)")  # fmt: skip
+    ap.add_argument("--act-bits", type=int, default=8, choices=(4, 8))
+    ap.add_argument("--dw-format", default="int8", choices=("pow2", "int8"),
+                    help="depthwise weights: pow2 (--bits) or int8")  # fmt: skip
+    ap.add_argument("--size", type=int, default=512, help="exported input size (square)")
+    ap.add_argument("--out", type=Path, required=True, help="artifact path (.npz)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="resumable state (default: <out>.ckpt.pt)")  # fmt: skip
+    ap.add_argument("--equalize", action="store_true", help="cross-layer range equalization")
+    ap.add_argument("--eval", action="store_true", help="measure VOC-sample mAP of the result")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def command_line() -> str:
+    return f"python -m quant.{Path(sys.argv[0]).stem} " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:]
+    )
+
+
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    return args.checkpoint or Path(str(args.out) + ".ckpt.pt")
+
+
+def save_checkpoint(path: Path, qdet: QuantDetector, extra: dict[str, Any]) -> None:
+    """Atomic: a killed run never leaves a half-written checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": qdet.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, qdet: QuantDetector) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    ck = torch.load(path, weights_only=False)
+    qdet.load_state_dict(ck.pop("model"))
+    qdet.invalidate()
+    return ck
+
+
+def evaluate_artifact(art: Any) -> dict[str, float]:
+    """VOC-sample mAP of an artifact, run by the exact torch integer mode."""
+    from models.detect import artifact_detect_fn
+    from models.evaluate import evaluate_voc
+    from models.paths import data_dir
+    from quant.model import integer_runner
+
+    detect = artifact_detect_fn(art, runner=integer_runner())
+    r = evaluate_voc(detect, data_dir() / "voc2012-sample", with_curves=False)
+    return {"map": r["map_all"], "map_11pt": r["map_11pt"]}
+
+
+def finish(
+    args: argparse.Namespace, qdet: QuantDetector, method: str, meta: dict[str, Any],
+    t_start: float,
+) -> None:  # fmt: skip
+    """Export (and optionally evaluate, then re-export with the figure in the metadata)."""
+    name = args.out.stem
+    metadata = {
+        "source_model": f"data/weights/darknet/{args.model}.cfg/.weights",
+        "method": method,
+        "weights": f"dense pow2 {args.bits}-bit per-channel scale; depthwise "
+        + (f"pow2 {args.bits}-bit" if args.dw_format == "pow2" else "int8")
+        + "; first and head convs pow2 too",
+        "activations": f"{args.act_bits}-bit asymmetric per tensor",
+        "command": command_line(),
+        **meta,
+    }
+    kw = dict(name=name, classes=voc_names(), metadata=metadata,
+              description=f"{args.model} {method}")  # fmt: skip
+    art = to_artifact(qdet, args.size, **kw)  # validated, not yet written
+    if args.eval:
+        t0 = time.perf_counter()
+        m = evaluate_artifact(art)
+        metadata["measured"] = {
+            "voc_sample_map_all": m["map"], "voc_sample_map_11pt": m["map_11pt"],
+            "dataset": "data/voc2012-sample, 100 images (probably in the training set)",
+            "input": f"{args.size}x{args.size} letterbox, conf 0.005, NMS 0.45",
+            "eval_seconds": round(time.perf_counter() - t0, 1),
+        }  # fmt: skip
+    metadata["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    art.metadata = metadata
+    artmod.save(art, args.out)
+    print(json.dumps({"out": str(args.out), **metadata}, indent=1))

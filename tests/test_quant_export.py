@@ -1,0 +1,216 @@
+"""QuantDetector integer mode == sim.reference on real images, node by node; export round trip.
+
+All three VOC detectors at 64x64 (fast), with a real letterboxed image, after a short activation
+calibration; plus a tiny random cfg that covers what the real ones do not (relu shortcut,
+maxpools with asymmetric padding, concat of an upsample and a maxpool).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.darknet import Darknet, parse_cfg_text
+from models.paths import data_dir
+from quant.calibrate import calibrate_activations, load_darknet, voc_names
+from quant.data import letterbox_batch, letterbox_codes, unlabeled_images
+from quant.export import detector_from_artifact, export, forward_int_codes, to_artifact
+from quant.model import LayerFormat, QuantDetector
+from sim.reference.network import run_network
+from sw import artifact as artmod
+
+# one thread: the CI machine is shared and torch's thread pool thrashes under contention
+torch.set_num_threads(1)
+
+MODELS = ("yolo-fastest-voc", "yolo-fastest-xl-voc", "mobilenetv2-yolov3-nano-voc")
+SIZE = 64
+WEIGHTS = data_dir() / "weights" / "darknet"
+needs_data = pytest.mark.skipif(
+    not (WEIGHTS / "yolo-fastest-voc.weights").is_file()
+    or not (data_dir() / "unlabeled" / "imagenet-1k-sample").is_dir(),
+    reason="darknet weights / unlabeled images not found (run make data)",
+)
+
+TINY_CFG = """
+[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+groups=8
+stride=1
+pad=1
+activation=relu
+
+[convolutional]
+filters=8
+size=1
+stride=1
+pad=0
+activation=linear
+
+[shortcut]
+from=-3
+activation=relu
+
+[maxpool]
+size=5
+stride=1
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,-3
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+filters=18
+size=1
+stride=1
+pad=1
+activation=linear
+
+[yolo]
+mask=0,1
+anchors=10,14,23,27,37,58
+classes=4
+num=3
+scale_x_y=1.05
+"""
+
+
+def _compare(qdet: QuantDetector, art: artmod.Artifact, codes: np.ndarray) -> None:
+    ref = run_network(art, codes, keep_all=True)
+    mine = forward_int_codes(qdet, codes)
+    assert set(mine) == set(ref) - {art.input_name}
+    for name, v in mine.items():
+        assert np.array_equal(v, ref[name]), f"node {name} differs from sim.reference"
+    net = detector_from_artifact(art)
+    outs = net(torch.from_numpy(codes.astype(np.float64))[None])
+    for o, t in zip(net.outputs, outs, strict=True):
+        assert np.array_equal(t[0].numpy().astype(np.uint8), ref[o])
+
+
+def _random_bn(model: Darknet, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.conv_layers:
+            if layer.bn is not None:
+                n = layer.bn.num_features
+                layer.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                layer.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                layer.bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def test_tiny_graph_integer_equals_reference(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Darknet(parse_cfg_text(TINY_CFG))
+    _random_bn(model)
+    qdet = QuantDetector(model, LayerFormat(("pow2", 4), ("int", 8)))
+    # the concat ties the upsample's producer and the maxpool's producer into one group
+    cat = next(n for n in qdet.nodes if n.op == "concat")
+    groups = {qdet.by_name[s].group for s in cat.inputs}
+    assert len(groups) == 1
+    x = torch.rand(4, 3, 64, 64)
+    calibrate_activations(qdet, [x])
+    art = export(qdet, tmp_path / "tiny.npz", 64, name="tiny", classes=list("abcd"))
+    art2 = artmod.load(tmp_path / "tiny.npz")
+    codes = (torch.rand(3, 64, 64) * 255).round().numpy().astype(np.uint8)
+    _compare(qdet, art2, codes)
+    assert [n.op for n in art.nodes].count("maxpool") == 3
+
+
+@needs_data
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("dw", ["pow2", "int8"])
+def test_real_models_integer_equals_reference(model: str, dw: str, tmp_path: Path) -> None:
+    net = load_darknet(model)
+    dwf = ("pow2", 4) if dw == "pow2" else ("int", 8)
+    qdet = QuantDetector(net, LayerFormat(("pow2", 4), dwf))
+    imgs = unlabeled_images()
+    calibrate_activations(qdet, [letterbox_batch(imgs[:3], SIZE)], per_tensor=20_000)
+    path = tmp_path / "m.npz"
+    export(qdet, path, SIZE, name=model, classes=voc_names(), metadata={"test": True})
+    art = artmod.load(path)  # the file loads and validates
+    assert art.metadata == {"test": True}
+    assert len(art.outputs) == 2 and all(o.kind == "yolo" for o in art.outputs)
+    for n in art.nodes:
+        if n.op == "conv":
+            want = "int" if (dw == "int8" and n.attrs["groups"] > 1) else "pow2"
+            assert n.attrs["weight_format"] == want
+            assert n.attrs["weight_bits"] == (8 if want == "int" else 4)
+    _compare(qdet, art, letterbox_codes(imgs[500], SIZE))
+
+
+@needs_data
+def test_fake_quant_tracks_integer_mode() -> None:
+    """Fake quant differs from the integers only by bias / multiplier rounding: the heads
+    agree to a few LSB (exact agreement is not expected)."""
+    net = load_darknet("yolo-fastest-voc")
+    qdet = QuantDetector(net, LayerFormat(("pow2", 4), ("int", 8)))
+    imgs = unlabeled_images()
+    calibrate_activations(qdet, [letterbox_batch(imgs[:3], SIZE)], per_tensor=20_000)
+    codes = letterbox_codes(imgs[7], SIZE)
+    ints = forward_int_codes(qdet, codes)
+    qdet.mode = "fake"
+    with torch.no_grad():
+        fake = qdet(torch.from_numpy(codes[None].astype(np.float32) / 255))
+    for h, f in zip(qdet.heads, fake, strict=True):
+        q = qdet.quant_of(h)
+        real = q.scale * (ints[h].astype(np.float64) - q.zero)
+        err = np.abs(real - f[0].numpy())
+        assert np.median(err) <= 1.01 * q.scale
+        assert np.mean(err) <= 2 * q.scale
+
+
+@needs_data
+def test_float_mode_equals_darknet() -> None:
+    net = load_darknet("yolo-fastest-xl-voc")
+    qdet = QuantDetector(net)
+    x = letterbox_batch(unlabeled_images()[:2], 96)
+    with torch.no_grad():
+        a = net(x)
+        b, _ = qdet.forward_real(x, quantize=False)
+    for u, v in zip(a, b, strict=True):
+        assert torch.allclose(u, v, atol=1e-3 * float(u.abs().max()))
+
+
+def test_to_artifact_respects_size() -> None:
+    torch.manual_seed(0)
+    model = Darknet(parse_cfg_text(TINY_CFG))
+    qdet = QuantDetector(model)
+    calibrate_activations(qdet, [torch.rand(2, 3, 64, 64)])
+    art = to_artifact(qdet, 128, name="t", classes=list("abcd"))
+    assert art.input_shape == (3, 128, 128)
+    assert art.shapes()[art.outputs[0].node] == (18, 64, 64)
