@@ -43,6 +43,29 @@ class UsageError(RuntimeError):
     """Bad input to the command; one line."""
 
 
+def _proc_status_mb(key: str) -> float | None:
+    """A memory figure of this process from Linux /proc (None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    """Resident memory now."""
+    return _proc_status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this program (VmHWM: unlike getrusage's ru_maxrss it is not
+    inherited from a parent that forked and exec'd us)."""
+    return _proc_status_mb("VmHWM")
+
+
 def _measured_map(meta: dict[str, Any]) -> float:
     """The mAP the quantizer measured and stored (quant/cli.py), -1 when none."""
     m = meta.get("measured", {})
@@ -131,6 +154,8 @@ class Detector:
         self.t0 = time.perf_counter()
         self.accel_s = {"pl": 0.0, "cpu": 0.0}
         self.detections = 0
+        self.frames = 0
+        self.rss_at: dict[str, float | None] = {}  # memory after 100 frames, and at the end
 
     def preprocess(self, item: Item) -> None:
         item.data["rgb"], item.data["lb"] = letterbox(item.frame, self.w, self.h)
@@ -147,6 +172,9 @@ class Detector:
     def output(self, item: Item) -> None:
         det = item.data["det"]
         self.detections += len(det)
+        self.frames += 1
+        if self.frames == 100:  # compared with the end of the run: a leak shows as growth
+            self.rss_at["after_100_frames"] = rss_mb()
         if self.sinks:
             frame = draw_detections(item.frame, det, self.names)
             for s in self.sinks:
@@ -277,6 +305,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
             "cpu_steps": round(det.accel_s["cpu"] * 1e3 / n, 3),
         },  # fmt: skip
         "plan": plan.summary(),
+        "rss_mb": {**det.rss_at, "end": rss_mb(), "peak": peak_rss_mb()},
         "video": not args.no_video,
         "interrupted": res.interrupted,
         "error": res.error,

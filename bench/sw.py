@@ -1,0 +1,482 @@
+"""Runtime benchmark of the host software (``make bench-sw``) -> bench/results/runtime.json.
+
+    .venv/bin/python bench/sw.py [--quick] [--model ART.npz] [--out bench/results/runtime.json]
+
+Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the model's input size
+(512x512 for the Yolo-Fastest artifacts):
+
+* ``cpu_stages_ms``: the ARM-side work per frame, one thread (OpenCV and BLAS limited to one):
+  pre-processing (letterbox), decode + NMS, drawing; median over frames. Target <= 5 ms total.
+* ``pipeline_speedup``: frames per second of the threaded pipeline over the same stage
+  functions run one after another (same frames, same backend, same process). With ``emu`` the
+  accelerator stage is CPU work, so this gains only what an idle core allows;
+  ``pipeline_speedup_modelled_pl`` repeats it with the accelerator stage waiting as long as
+  hw/cycle_model.py predicts the PL takes (the CPU free meanwhile, as on the board).
+* ``emu_vs_torch_float_ratio``: milliseconds per frame of the ``emu`` backend (the functional
+  model of the accelerator, NumPy) over float PyTorch inference of the same darknet network
+  (``models/darknet.py``, cfg + weights), both on one CPU thread. > 1 means emu is slower.
+* ``peak_rss_mb`` and ``rss_growth_fraction``: the real command (``python -m sw.app detect``)
+  in its own process on the clip looped to ``--rss-frames`` (1,000) frames: RSS at the end
+  against RSS after 100 frames (a leak would show as growth), and its peak RSS.
+
+The model is the best quantized Yolo-Fastest under models/artifacts/ when there is one; until
+then a *structural stand-in*: the Yolo-Fastest cfg at 512x512 with random pow2/int8 weights
+(same layers, shapes and descriptors, so the same emu and CPU work per frame; head biases set low
+so that a frame has a realistic few dozen candidate boxes). The JSON says which was used.
+This is a benchmark, not a test: it asserts nothing and is not timed by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS / OpenMP thread everywhere: "on one core" figures, and a fair emu-vs-torch ratio.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sim.reference.randnet import random_add, random_conv  # noqa: E402
+from sw import app  # noqa: E402
+from sw.accel_config import AccelConfig  # noqa: E402
+from sw.artifact import Artifact, Node, Output, Quant  # noqa: E402
+from sw.backends.emu import EmuBackend  # noqa: E402
+from sw.compiler import compile_model  # noqa: E402
+from sw.draw import draw_detections  # noqa: E402
+from sw.pipeline import Pipeline, stage_stats, throughput_fps  # noqa: E402
+from sw.postprocess import YoloDecoder  # noqa: E402
+from sw.preprocess import letterbox  # noqa: E402
+from sw.sinks import JsonlSink, VideoSink  # noqa: E402
+from sw.sources import Frame, Source, VideoFileSource  # noqa: E402
+
+CFG = "weights/darknet/yolo-fastest-voc.cfg"
+WEIGHTS = "weights/darknet/yolo-fastest-voc.weights"
+CLIP = "video/TUD-Stadtmitte/TUD-Stadtmitte.mp4"
+
+
+def data_dir() -> Path:
+    from models.paths import data_dir as dd
+
+    return dd()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def structural_artifact(cfg_path: Path, size: int = 512, seed: int = 0) -> Artifact:
+    """The darknet cfg's layers as an artifact with random weights (see the module docstring)."""
+    from models.darknet import (
+        ConvSpec,
+        DropoutSpec,
+        MaxpoolSpec,
+        RouteSpec,
+        ShortcutSpec,
+        UpsampleSpec,
+        YoloSpec,
+        parse_cfg,
+    )  # fmt: skip
+
+    rng = np.random.default_rng(seed)
+    cfg = parse_cfg(cfg_path)
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    shapes: dict[str, tuple[int, int, int]] = {"image": (3, size, size)}
+    quants = {"image": inq}
+    nodes: list[Node] = []
+    by_index: dict[int, str] = {}
+    heads = set(cfg.head_indices)
+    prev = "image"
+
+    def push(n: Node, shape: tuple[int, int, int]) -> str:
+        nodes.append(n)
+        shapes[n.name], quants[n.name] = shape, n.quant
+        return n.name
+
+    for spec in cfg.layers:
+        i = spec.index
+        c, h, w = shapes[prev]
+        if isinstance(spec, ConvSpec):
+            dw = spec.groups > 1
+            n = random_conv(
+                rng, f"conv{i}", prev, shapes[prev], quants[prev], out_channels=spec.filters,
+                kernel=spec.size, stride=spec.stride, pad=spec.padding, depthwise=dw,
+                weight_format="int" if dw else "pow2", weight_bits=8 if dw else 4,
+                activation=spec.activation,
+            )  # fmt: skip
+            ho = (h + 2 * spec.padding - spec.size) // spec.stride + 1
+            wo = (w + 2 * spec.padding - spec.size) // spec.stride + 1
+            by_index[i] = push(n, (spec.filters, ho, wo))
+        elif isinstance(spec, ShortcutSpec):
+            src = by_index[spec.source]
+            by_index[i] = push(random_add(rng, f"add{i}", prev, quants[prev], src, quants[src]),
+                               shapes[prev])  # fmt: skip
+        elif isinstance(spec, RouteSpec):
+            srcs = [by_index[j] for j in spec.layers]
+            if len(srcs) == 1:
+                by_index[i] = srcs[0]
+            else:  # a concat needs one quantization: give every producer chain the first's
+                q = quants[srcs[0]]
+                for s in srcs[1:]:
+                    chain = [next(n for n in nodes if n.name == s)]
+                    while chain[-1].op in ("upsample", "maxpool"):
+                        chain.append(next(n for n in nodes if n.name == chain[-1].inputs[0]))
+                    for n in chain:
+                        n.quant = q
+                        quants[n.name] = q
+                shape = (sum(shapes[s][0] for s in srcs), *shapes[srcs[0]][1:])
+                by_index[i] = push(Node(f"route{i}", "concat", srcs, {}, q), shape)
+        elif isinstance(spec, UpsampleSpec):
+            by_index[i] = push(Node(f"up{i}", "upsample", [prev], {}, quants[prev]),
+                               (c, 2 * h, 2 * w))  # fmt: skip
+        elif isinstance(spec, MaxpoolSpec):
+            p0 = spec.padding // 2
+            attrs = {"kernel": spec.size, "stride": spec.stride, "pad_before": p0,
+                     "pad_after": spec.padding - p0}  # fmt: skip
+            ho = (h + spec.padding - spec.size) // spec.stride + 1
+            wo = (w + spec.padding - spec.size) // spec.stride + 1
+            by_index[i] = push(Node(f"pool{i}", "maxpool", [prev], attrs, quants[prev]),
+                               (c, ho, wo))  # fmt: skip
+        elif isinstance(spec, DropoutSpec | YoloSpec):
+            by_index[i] = prev
+        prev = by_index[i]
+    outs = [
+        Output(
+            by_index[y.index - 1],
+            "yolo",
+            {
+                "anchors": [[float(a), float(b)] for a, b in y.head_anchors],
+                "classes": y.classes,
+                "scale_x_y": y.scale_x_y,
+            },
+        )  # fmt: skip
+        for y in cfg.yolo_layers
+    ]
+    names = (data_dir() / "weights/darknet/voc.names").read_text().split()
+    del heads
+    art = Artifact(f"structural stand-in of {cfg_path.stem} (random weights)", "image",
+                   (3, size, size), inq, nodes, outs, classes=names)  # fmt: skip
+    art.shapes()
+    return art
+
+
+def calibrate_heads(art: Artifact, image: np.ndarray, candidates: int = 3) -> None:
+    """Make the stand-in's random heads produce a detector-like number of boxes on real frames:
+    per anchor, objectness 0.9 at the ``candidates`` strongest cells of ``image`` and 0.2 at
+    twice as many; per class 0.6 at the top 1 % of cells and 0.2 at the top 2 % (darknet
+    keeps a box for a class when objectness x class > 0.25). Only head constants change (bias,
+    multiplier, output range); layers, shapes and so the emu's and the pipeline's work stay
+    those of the real network."""
+    from sim.reference.requant import quantize_multiplier
+    from sw import kernels
+    from sw.artifact import decode_codes
+
+    probe = Artifact(art.name, art.input_name, art.input_shape, art.input_quant, art.nodes,
+                     [Output(art.node(o.node).inputs[0]) for o in art.outputs])  # fmt: skip
+    feats = EmuBackend(compile_model(probe, AccelConfig())).run(image, hwc=True)
+    for o in art.outputs:
+        node = art.node(o.node)
+        # A trained head's codes cover logits of about -16 .. +4 (mostly "nothing here").
+        node.quant = q = Quant(8, 200, 0.08)
+        t, a = node.tensors, node.attrs
+        src = node.inputs[0]
+        v = decode_codes(t["codes"], a["weight_format"], a["weight_bits"])
+        acc = kernels.conv_dense(feats[src], art.quant_of(src).zero, v, t["bias"] * 0, 1, 0)
+        per = 5 + int(o.attrs["classes"])
+        bias, mp, sh = t["bias"].astype(np.int64), t["m_pos"].copy(), t["shift"].copy()
+        for ch in range(acc.shape[0]):
+            k = ch % per
+            if k < 4:
+                continue
+            n = candidates if k == 4 else max(1, acc[ch].size // 100)
+            hi = 0.9 if k == 4 else 0.6
+            srt = np.sort(acc[ch].ravel())[::-1]
+            a_hi, a_lo = srt[n - 1], srt[min(2 * n, srt.size) - 1]
+            t_hi, t_lo = np.log(hi / (1 - hi)), np.log(0.2 / 0.8)  # logits wanted there
+            m = (t_hi - t_lo) / q.scale / max(a_hi - a_lo, 1.0)  # codes per accumulator unit
+            mp[ch], sh[ch] = quantize_multiplier(m)
+            bias[ch] = int(round(t_hi / q.scale / m - a_hi))
+        t["bias"], t["m_pos"], t["m_neg"], t["shift"] = bias.astype(np.int32), mp, mp.copy(), sh
+    art.shapes()
+
+
+class LoopingVideo(Source):
+    """A video file read over and over (for the 1,000-frame memory run); never live."""
+
+    def __init__(self, path: Path, frames: int) -> None:
+        super().__init__(str(path), live=False, total=frames)
+        self.path, self.frames, self.count = path, frames, 0
+        self.src = VideoFileSource(path)
+
+    def read(self) -> Frame | None:
+        if self.count >= self.frames:
+            return None
+        f = self.src.read()
+        if f is None:
+            self.src.close()
+            self.src = VideoFileSource(self.path)
+            f = self.src.read()
+        self.count += 1
+        return Frame(self.count - 1, f.image, f.t_capture)
+
+    def close(self) -> None:
+        self.src.close()
+
+
+def write_long_video(clip: Path, out: Path, frames: int) -> None:
+    """``frames`` frames of ``clip`` looped, as one mp4 (the memory run's input)."""
+    src = LoopingVideo(clip, frames)
+    sink = VideoSink(out, 25.0)
+    while (f := src.read()) is not None:
+        sink.write(f.image)
+    sink.close()
+    src.close()
+
+
+def read_frames(path: Path, n: int) -> list[np.ndarray]:
+    src = VideoFileSource(path)
+    frames = []
+    while len(frames) < n:
+        f = src.read()
+        if f is None:
+            break
+        frames.append(f.image)
+    src.close()
+    return frames
+
+
+def bench_cpu_stages(plan, backend, frames: list[np.ndarray], names: list[str]) -> dict:
+    """Pre-process, decode + NMS and drawing, one thread, median ms per frame."""
+    cv2.setNumThreads(1)
+    _, h, w = plan.input_shape
+    dec = YoloDecoder.for_plan(plan)
+    heads, pre, post, draw, ndet = [], [], [], [], []
+    for f in frames:  # the heads of real frames, computed once (not timed here)
+        rgb, lb = letterbox(f, w, h)
+        heads.append((backend.run(rgb, hwc=True), lb))
+    buf = np.empty((h, w, 3), np.uint8)
+    for rep in range(3):
+        for f, (out, lb) in zip(frames, heads, strict=True):
+            t0 = time.perf_counter()
+            letterbox(f, w, h, out=buf)
+            t1 = time.perf_counter()
+            det = dec(out, lb)
+            t2 = time.perf_counter()
+            draw_detections(f.copy(), det, names)
+            t3 = time.perf_counter()
+            if rep:  # the first pass warms caches and allocators
+                pre.append(t1 - t0)
+                post.append(t2 - t1)
+                draw.append(t3 - t2)
+                ndet.append(len(det))
+    cv2.setNumThreads(-1)
+    ms = {
+        "preprocess": 1e3 * float(np.median(pre)),
+        "decode_nms": 1e3 * float(np.median(post)),
+        "draw": 1e3 * float(np.median(draw)),
+    }
+    ms = {k: round(v, 3) for k, v in ms.items()}
+    ms["total"] = round(sum(ms.values()), 3)
+    return {"ms": ms, "detections_per_frame": float(np.mean(ndet)), "frames": len(frames),
+            "input": f"640x480 -> {w}x{h}"}  # fmt: skip
+
+
+def modelled_pl_seconds(plan) -> float:
+    """The plan's PL time per frame from hw/cycle_model.py (0.0 without it)."""
+    cycles = sum(li.cycles or 0 for li in plan.layers)
+    return cycles / (plan.cfg.clock_mhz * 1e6)
+
+
+class ModelledPL:
+    """A stand-in backend for the pipeline comparison: waits as long as the PL would compute
+    (the CPU is free meanwhile, as while the driver awaits the interrupt), returns fixed heads."""
+
+    def __init__(self, heads: dict[str, np.ndarray], seconds: float) -> None:
+        self.heads, self.seconds = heads, seconds
+        self.stats = type("S", (), {"pl_s": seconds, "cpu_s": 0.0})()
+
+    def run(self, image: np.ndarray, hwc: bool = False) -> dict[str, np.ndarray]:
+        time.sleep(self.seconds)
+        return {k: v.copy() for k, v in self.heads.items()}
+
+
+def run_pipeline(plan, backend, names, source: Source, out_dir: Path, sequential: bool,
+                 on_frame=None):  # fmt: skip
+    video = VideoSink(out_dir / "bench.mp4", 25.0)
+    jsonl = JsonlSink(out_dir / "bench.jsonl")
+    det = app.Detector(plan, backend, names, 0.25, 0.45, [video], jsonl)
+    pipe = Pipeline(source, det.stages(), queue_depth=4, on_output=on_frame)
+    try:
+        res = pipe.run_sequential() if sequential else pipe.run_threaded()
+    finally:
+        video.close()
+        jsonl.close()
+        source.close()
+    if res.error:
+        raise RuntimeError(res.error)
+    return res
+
+
+def bench_torch(frames: list[np.ndarray], size: int, n: int) -> float:
+    import torch
+
+    from models.darknet import Darknet
+
+    torch.set_num_threads(1)
+    d = data_dir()
+    model = Darknet.from_files(d / CFG, d / WEIGHTS).eval()
+    xs = []
+    for f in frames[:n]:
+        rgb, _ = letterbox(f, size, size)
+        xs.append(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+    times = []
+    with torch.inference_mode():
+        model(xs[0])  # warm-up
+        for x in xs:
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="artifact; default: best under models/artifacts/, else the "
+                                     "structural stand-in")  # fmt: skip
+    ap.add_argument("--pipeline-frames", type=int, default=60)
+    ap.add_argument("--cpu-frames", type=int, default=30)
+    ap.add_argument("--torch-frames", type=int, default=10)
+    ap.add_argument("--rss-frames", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    ap.add_argument("--out", default=str(REPO / "bench/results/runtime.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.pipeline_frames, args.cpu_frames, args.torch_frames, args.rss_frames = 12, 8, 3, 120
+    d = data_dir()
+    clip = d / CLIP
+    t_start = time.perf_counter()
+
+    from sw import artifact as artmod
+
+    model_desc = ""
+    if args.model:
+        art = artmod.load(args.model)
+        model_desc = args.model
+    else:
+        try:
+            path = app.find_default_artifact()
+            art, model_desc = artmod.load(path), str(path)
+        except app.UsageError:
+            art = structural_artifact(d / CFG)
+            first = read_frames(clip, 1)[0]
+            calibrate_heads(art, letterbox(first, *art.input_shape[1:])[0])
+            model_desc = (
+                "structural stand-in: yolo-fastest-voc.cfg layers at 512x512, random weights, "
+                "head biases set for a detector-like number of boxes (NOT a detector)"
+            )
+    plan = compile_model(art, AccelConfig())
+    backend = EmuBackend(plan)
+    names = art.classes or [str(i) for i in range(20)]
+    _, size, _ = plan.input_shape
+    frames = read_frames(clip, max(args.cpu_frames, args.torch_frames))
+    print(f"model: {model_desc}; {plan.summary()}", flush=True)
+
+    cpu = bench_cpu_stages(plan, backend, frames[: args.cpu_frames], names)
+    print(f"cpu stages (ms/frame, one thread): {cpu['ms']}", flush=True)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("sequential", "threaded"):
+            src = LoopingVideo(clip, args.pipeline_frames)
+            res = run_pipeline(plan, backend, names, src, Path(tmp), mode == "sequential")
+            results[mode] = {"fps": round(throughput_fps(res), 3), "stage_ms": stage_stats(res),
+                             "frames": res.frames_out}  # fmt: skip
+            print(f"{mode}: {results[mode]['fps']} fps", flush=True)
+        speedup = results["threaded"]["fps"] / results["sequential"]["fps"]
+        # The same pipeline with the accelerator stage as the board has it: the CPU idles while
+        # the PL computes (here: sleeps for the cycle model's prediction) and the heads come back.
+        pl_s = modelled_pl_seconds(plan)
+        heads = backend.run(letterbox(frames[0], size, size)[0], hwc=True)
+        board = {}
+        for mode in ("sequential", "threaded"):
+            src = LoopingVideo(clip, args.pipeline_frames)
+            res = run_pipeline(plan, ModelledPL(heads, pl_s), names, src, Path(tmp),
+                               mode == "sequential")  # fmt: skip
+            board[mode] = {"fps": round(throughput_fps(res), 3), "stage_ms": stage_stats(res)}
+        board_speedup = board["threaded"]["fps"] / board["sequential"]["fps"]
+        print(f"modelled PL ({pl_s * 1e3:.1f} ms): sequential {board['sequential']['fps']} fps, "
+              f"threaded {board['threaded']['fps']} fps", flush=True)  # fmt: skip
+
+        # Memory: the real command in its own process (no torch in it), on a long video.
+        long_clip = Path(tmp) / "long.mp4"
+        write_long_video(clip, long_clip, args.rss_frames)
+        art_path = Path(args.model) if args.model else artmod.save(art, Path(tmp) / "m.npz")
+        cmd = [sys.executable, "-m", "sw.app", "detect", str(long_clip), "--model",
+               str(art_path), "--out-dir", str(Path(tmp) / "rss"), "--no-progress"]  # fmt: skip
+        run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=7200)
+        if run.returncode:
+            raise RuntimeError(f"memory run failed: {run.stderr.strip()}")
+        rep = json.loads((Path(tmp) / "rss" / "long.report.json").read_text())
+        mem = rep["rss_mb"]
+        rss100, rss_end, peak = mem["after_100_frames"], mem["end"], mem["peak"]
+        print(f"RSS after 100 frames {rss100} MB, after {rep['frames_out']} {rss_end} MB; "
+              f"peak {peak} MB ({rep['fps']} fps)", flush=True)  # fmt: skip
+
+    emu_ms = results["sequential"]["stage_ms"]["accelerator"]["p50"]
+    torch_ms = bench_torch(frames, size, args.torch_frames)
+    print(f"emu {emu_ms:.1f} ms/frame vs torch float {torch_ms:.1f} ms/frame", flush=True)
+
+    out = {
+        "cpu_stages_ms": cpu["ms"],
+        "cpu_stages_target_ms": 5.0,
+        "cpu_stages_detail": cpu,
+        "pipeline_speedup": round(speedup, 3),
+        "pipeline": results,
+        "pipeline_speedup_modelled_pl": round(board_speedup, 3),
+        "pipeline_modelled_pl": {**board, "pl_ms": round(pl_s * 1e3, 3),
+                                 "note": "accelerator stage = sleep for the cycle model's "
+                                         "prediction (CPU idle, as on the board)"},
+        "emu_vs_torch_float_ratio": round(emu_ms / torch_ms, 3),
+        "emu_ms_per_frame": emu_ms,
+        "torch_float_ms_per_frame": round(torch_ms, 3),
+        "peak_rss_mb": peak,
+        "rss_mb_after_100": rss100,
+        f"rss_mb_after_{rep['frames_out']}": rss_end,
+        "rss_growth_fraction": round((rss_end - rss100) / rss100, 4),
+        "memory_run": {"command": "python -m sw.app detect <TUD-Stadtmitte looped> --model M",
+                       "frames": rep["frames_out"], "fps": rep["fps"]},
+        "model": model_desc,
+        "input_size": [size, size],
+        "backend": "emu",
+        "plan": plan.summary(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                    "note": "shared development machine; absolute times vary with load"},
+        "command": "python bench/sw.py" + (" --quick" if args.quick else ""),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
