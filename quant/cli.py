@@ -21,6 +21,7 @@ from sw import artifact as artmod
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
+    ap.set_defaults(argv=None, module="quant")
     ap.add_argument("--model", default="yolo-fastest-voc", choices=MODELS)
     ap.add_argument("--bits", type=int, default=4, choices=(3, 4),
                     help="pow2 bits of the dense convs (the dense engine: 3-4)")  # fmt: skip
@@ -38,10 +39,10 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return ap
 
 
-def command_line() -> str:
-    return f"python -m quant.{Path(sys.argv[0]).stem} " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:]
-    )
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run (for the artifact's metadata)."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"python -m {module} " + " ".join(shlex.quote(a) for a in args)
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -89,7 +90,7 @@ def finish(
         + (f"pow2 {args.bits}-bit" if args.dw_format == "pow2" else "int8")
         + "; first and head convs pow2 too",
         "activations": f"{args.act_bits}-bit asymmetric per tensor",
-        "command": command_line(),
+        "command": command_line(args.module, args.argv),
         **meta,
     }
     kw = dict(name=name, classes=voc_names(), metadata=metadata,

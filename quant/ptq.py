@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, default=200, help="reconstruction steps per conv")
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args(argv)
+    args.argv, args.module = argv, "quant.ptq"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from quant.model import INPUT, QuantDetector
 
 def _fit_layer(
     qdet: QuantDetector, name: str, x_q: Tensor, target: Tensor, iters: int, batch: int,
-    gen: torch.Generator,
+    gen: torch.Generator, lr: float = 1e-3,
 ) -> tuple[float, float]:  # fmt: skip
     """Optimise one conv; returns (loss before, loss after) on the whole set."""
     n = qdet.by_name[name]
@@ -34,9 +34,9 @@ def _fit_layer(
     w_scale = float(w.detach().abs().mean()) + 1e-12
     t_scale = float(target.std()) + 1e-12
     opt = torch.optim.Adam([
-        {"params": [w], "lr": 5e-3 * w_scale},
-        {"params": [wq.log2_scale], "lr": 5e-3},
-        {"params": [b], "lr": 2e-3 * t_scale},
+        {"params": [w], "lr": lr * w_scale},
+        {"params": [wq.log2_scale], "lr": lr},
+        {"params": [b], "lr": lr * t_scale},
     ])  # fmt: skip
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
 
@@ -46,6 +46,7 @@ def _fit_layer(
 
     with torch.no_grad():
         before = float(loss_on(slice(None)))
+    saved = [w.detach().clone(), b.detach().clone(), wq.log2_scale.detach().clone()]
     for _ in range(iters):
         idx = torch.randint(0, x_q.shape[0], (min(batch, x_q.shape[0]),), generator=gen)
         loss = loss_on(idx)
@@ -55,6 +56,10 @@ def _fit_layer(
         sched.step()
     with torch.no_grad():
         after = float(loss_on(slice(None)))
+        if after > before:  # Adam noise made it worse (fine grids, e.g. int8): keep the start
+            for p, v in zip((w, b, wq.log2_scale), saved, strict=True):
+                p.copy_(v)
+            after = before
     return before, after
 
 

@@ -1,0 +1,123 @@
+"""Data-free quantization: synthesize images from the stored batch-norm statistics, then run the
+PTQ pipeline (calibration + layer-wise reconstruction) on them.
+
+    python -m quant.datafree --model yolo-fastest-voc --dw-format int8 --size 512 \
+        --out models/artifacts/yolo-fastest-voc-w4a8-dw8-datafree.npz --eval
+
+Synthesis (ZeroQ / DeepInversion style): pixels are free parameters (through a sigmoid, so they
+stay in [0, 1]) optimised by Adam so that, at every BN layer of the float model, the batch mean
+and standard deviation of the conv output (before BN) match the running mean and sqrt(running
+variance) stored in the weights file, plus a small total-variation prior for smooth images. No
+real image is read at any point. The synthetic set is saved (<out>.synth.pt) after each batch,
+and the reconstruction checkpoints after every conv, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from models.darknet import Darknet
+from quant.calibrate import build, calibrate_activations
+from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
+from quant.reconstruct import reconstruct
+
+
+def bn_statistics_loss(model: Darknet, x: Tensor) -> Tensor:
+    """Sum over BN layers of ||batch mean - running mean||^2 + ||batch std - running std||^2,
+    each normalised by the channel count."""
+    stats: list[Tensor] = []
+    hooks = []
+    for layer in model.conv_layers:
+        if layer.bn is None:
+            continue
+        bn = layer.bn
+
+        def hook(_m: object, _i: object, y: Tensor, bn: torch.nn.BatchNorm2d = bn) -> None:
+            mean = y.mean(dim=(0, 2, 3))
+            std = (y.var(dim=(0, 2, 3), unbiased=False) + bn.eps).sqrt()
+            rstd = (bn.running_var + bn.eps).sqrt()
+            stats.append(((mean - bn.running_mean) ** 2).mean() + ((std - rstd) ** 2).mean())
+
+        hooks.append(layer.conv.register_forward_hook(hook))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(stats).sum()
+
+
+def synthesize(
+    model: Darknet, n: int, size: int, steps: int, batch: int, path: Path, seed: int = 0,
+    tv_weight: float = 1e-3,
+) -> Tensor:  # fmt: skip
+    """(n, 3, size, size) synthetic images in [0, 1]; resumes from ``path`` batch by batch."""
+    done: list[Tensor] = torch.load(path)["images"] if path.is_file() else []
+    model.requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    for b in range(len(done), (n + batch - 1) // batch):
+        m = min(batch, n - b * batch)
+        logits = torch.randn(m, 3, size, size, generator=gen).mul_(0.5).requires_grad_(True)
+        opt = torch.optim.Adam([logits], lr=0.05)
+        bar = tqdm(range(steps), desc=f"synthesize {b + 1}/{(n + batch - 1) // batch}")
+        for _ in bar:
+            x = torch.sigmoid(logits)
+            tv = (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+                x[..., :, 1:] - x[..., :, :-1]
+            ).abs().mean()
+            loss = bn_statistics_loss(model, x) + tv_weight * tv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        done.append(torch.sigmoid(logits).detach())
+        tmp = path.with_suffix(".tmp")
+        torch.save({"images": done}, tmp)
+        tmp.replace(path)
+    return torch.cat(done)[:n]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = common_parser(__doc__ or "")
+    ap.add_argument("--images", type=int, default=32, help="synthetic images")
+    ap.add_argument("--synth-size", type=int, default=224)
+    ap.add_argument("--synth-steps", type=int, default=300)
+    ap.add_argument("--synth-batch", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=200, help="reconstruction steps per conv")
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args(argv)
+    args.argv, args.module = argv, "quant.datafree"
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    net, qdet = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
+    synth_path = Path(str(args.out) + ".synth.pt")
+    x = synthesize(net, args.images, args.synth_size, args.synth_steps, args.synth_batch,
+                   synth_path, args.seed)  # fmt: skip
+    ck_path = checkpoint_path(args)
+    ck = load_checkpoint(ck_path, qdet)
+    if ck is None:
+        calibrate_activations(qdet, list(x.split(8)))
+        state = {"done": 0, "log": []}
+        save_checkpoint(ck_path, qdet, {"state": state})
+    else:
+        state = ck["state"]
+    reconstruct(qdet, x, args.iters, args.batch, state,
+                save=lambda s: save_checkpoint(ck_path, qdet, {"state": s}),
+                seed=args.seed)  # fmt: skip
+    meta = {
+        "calibration": f"none real: {args.images} images synthesized from the BN statistics "
+        f"({args.synth_size}x{args.synth_size}, {args.synth_steps} Adam steps per batch)",
+        "reconstruction": f"{args.iters} Adam steps per conv, batch {args.batch}",
+        "equalization": bool(args.equalize),
+    }
+    finish(args, qdet, "datafree: BN-statistics synthesis + layer-wise reconstruction", meta, t0)
+
+
+if __name__ == "__main__":
+    main()
