@@ -7,15 +7,14 @@ and use float64 where BLAS makes it fast; that is exact, not approximate, for th
   ``2^31 - 1`` (the artifact loader rejects layers that could exceed it). Every such integer and
   every product ``v * (q - z)`` is far below ``2^53``, so float64 represents all of them exactly
   and a float64 BLAS matmul, whatever order it sums in, returns the exact integer accumulator.
-* Requantization ``P = acc * M`` is below ``2^31 * 2^16 = 2^47`` and ``P + 2^(S-1)`` below
-  ``2^48``: exact in float64. Multiplying by ``2^-S`` is exact (a power of two, no underflow for
-  ``S <= 47``) and ``floor`` of an exact value is exact, so round half up is reproduced bit for
-  bit.
+* Requantization ``P = acc * M`` is below ``2^31 * 2^16 = 2^47``; ``P * 2^-S + 1/2`` needs at
+  most 48 significant bits, so it is exact in float64 and its ``floor`` is round half up, bit
+  for bit. The zero point is added after the floor (see :func:`requantize` for why).
 * float32 (24-bit mantissa) is used for an accumulator only when the layer's own section 4.3
   bound, evaluated for 8-bit codes, is below ``2^24`` (:func:`acc_dtype`): then it is exact
   too, and twice as fast. Layers with larger bounds (big biases) stay in float64.
 
-``tests/test_sw_emu.py`` checks equality with ``sim.reference`` on random networks.
+``tests/test_sw_compiler_emu.py`` checks equality with ``sim.reference`` on random networks.
 """
 
 from __future__ import annotations
@@ -116,25 +115,25 @@ def requantize(
 ) -> np.ndarray:
     """Section 5 on an accumulator of exact integers, computed in float64, exactly.
 
-    ``P = acc * M < 2^47`` is exact; ``P * 2^-S`` is exact (a power of two); adding
-    ``0.5 + z_out`` (``z_out`` alone when ``S = 0``) is exact because the sum needs at most
-    48 significant bits; ``floor`` of it is therefore ``z_out + round_shift(P, S)``.
+    ``acc * (M * 2^-S)`` is exact: ``M * 2^-S`` is representable, and the true product
+    ``acc * M * 2^-S`` has at most 47 significant bits (``|acc * M| < 2^47``). Adding the
+    rounding half keeps it within 48 bits, so ``floor`` gives ``round_shift(P, S)`` exactly for
+    every shift 0..47. The zero point is added after the floor: adding it before would need up
+    to ``8 + S`` fractional-plus-integer bits, more than float64's 53 when ``S > 45``.
     """
     bc = (slice(None),) + (None,) * (acc.ndim - 1)
-    mp = m_pos.astype(np.float64)[bc]
-    mn = m_neg.astype(np.float64)[bc]
     s = shift.astype(np.int64)
-    inv = np.ldexp(1.0, -s)[bc]
-    add = (np.where(s > 0, 0.5, 0.0) + z_out)[bc]
-    r = (
-        np.where(acc >= 0, mp, mn)
-        if not np.array_equal(m_pos, m_neg)
-        else np.broadcast_to(mp, acc.shape).copy()
-    )
-    r *= acc
-    r *= inv
-    r += add
+    mp = np.ldexp(m_pos.astype(np.float64), -s)[bc]
+    half = np.where(s > 0, 0.5, 0.0)[bc]
+    if np.array_equal(m_pos, m_neg):
+        r = np.multiply(acc, mp, dtype=np.float64)
+    else:
+        mn = np.ldexp(m_neg.astype(np.float64), -s)[bc]
+        r = np.where(acc >= 0, mp, mn)
+        r *= acc
+    r += half
     np.floor(r, out=r)
+    r += z_out
     np.clip(r, 0, (1 << bits_out) - 1, out=r)
     return r.astype(np.uint8)
 

@@ -316,3 +316,29 @@ def test_large_accumulators_take_the_float64_path_exactly() -> None:
     art.shapes()
     _check_equal(art, AccelConfig(), rng, frames=3)
     assert kernels.acc_dtype(np.array([100]), np.ones((1, 8, 3, 3)), 255) == np.float32
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_requantize_exact_for_every_shift(seed: int) -> None:
+    """All shifts 0..47, accumulators over the whole 32-bit range, and products just below a
+    rounding tie at large shifts, where z_out + P / 2^S would round in float64."""
+    from sim.reference import ops
+    from sw import kernels
+
+    rng = np.random.default_rng(seed)
+    c, n = 48, 2000
+    shift = np.arange(c, dtype=np.uint8)
+    m_pos = rng.integers(0, 2**16, c).astype(np.uint16)
+    m_neg = (m_pos // 10).astype(np.uint16)
+    acc = rng.integers(-(2**31), 2**31, (c, n), dtype=np.int64)
+    # P = acc * M = 2^45 - 1 with S = 46: P / 2^S + 1/2 = 1 - 2^-46, whose floor is 0; added to
+    # z_out = 200 first it would round up to 201. (M, acc) pairs with that product:
+    for i, (m, a) in enumerate([(19561, 1798700071), (23311, 1509346321), (32767, 1073774593)]):
+        m_pos[46 - i] = m
+        acc[46 - i, :4] = [a, -a, a + 1, a - 1]
+    shift[44:47] = 46
+    for z, bits in [(0, 8), (200, 8), (255, 8), (7, 4), (128, 8)]:
+        for mn in (m_neg, m_pos):  # leaky-like and linear
+            want = ops.requantize(acc, m_pos, mn, shift, z, bits)
+            got = kernels.requantize(acc.astype(np.float64), m_pos, mn, shift, z, bits)
+            np.testing.assert_array_equal(got, want)
