@@ -33,6 +33,8 @@ ROW_OVERHEAD = 1  # ROW state per output row
 STRIP_OVERHEAD = 1  # STRIP state
 TAG_OVERHEAD = 1  # the data router pops one tag per request (one per input row and group)
 PIPE_DRAIN = 14  # issue -> line buffer -> engine -> accumulate -> requant -> output FIFO
+# Extra drain of the engines' registered adder trees (hw/dense.py, hw/depthwise.py).
+DRAIN_DENSE, DRAIN_DW = 2, 3
 ADD_CHUNK = 64
 
 
@@ -174,7 +176,8 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     # The router widens depthwise weights one L-lane vector per cycle (8 / container per beat).
     load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk)
     load = const_beats / rb + load_w + 2 * mem.latency
-    r.total = round(LAYER_FIXED + load + fill + steady + PIPE_DRAIN)
+    drain = PIPE_DRAIN + (DRAIN_DENSE if dense else DRAIN_DW)
+    r.total = round(LAYER_FIXED + load + fill + steady + drain)
     return r
 
 

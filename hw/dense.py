@@ -25,11 +25,42 @@ def shift_product(d: object, code: object) -> object:
     return Mux(m == 0, 0, Mux(code[3], -mag, mag))
 
 
-class DenseArray(wiring.Component):
-    LATENCY = 3
+def adder_tree(m: Module, values: list[object], width: int, name: str) -> tuple[Signal, int]:
+    """Sum of ``values`` as a balanced tree of two-input adders, one register per level.
 
+    Registering every level keeps yosys from merging the sum into one multi-operand ``$macc``
+    (which it maps to LUT compressors); two-input adds map to carry chains. Returns the sum
+    and the number of register levels.
+    """
+    level, depth = list(values), 0
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            r = Signal(signed(width), name=f"{name}_l{depth}_{i // 2}")
+            m.d.sync += r.eq(level[i] + level[i + 1])
+            nxt.append(r)
+        if len(level) % 2:
+            r = Signal(signed(width), name=f"{name}_l{depth}_odd")
+            m.d.sync += r.eq(level[-1])
+            nxt.append(r)
+        level, depth = nxt, depth + 1
+    return level[0], depth
+
+
+def delay(m: Module, sig: object, n: int, name: str) -> object:
+    """``sig`` delayed by ``n`` clock cycles."""
+    for i in range(n):
+        r = Signal.like(sig, name=f"{name}_d{i}")
+        m.d.sync += r.eq(sig)
+        sig = r
+    return sig
+
+
+class DenseArray(wiring.Component):
     def __init__(self, lanes_in: int, lanes_out: int, tag_bits: int) -> None:
         self.lanes_in, self.lanes_out = lanes_in, lanes_out
+        # products, then one register per adder level (4 levels for 16 input lanes)
+        self.LATENCY = 1 + (lanes_in - 1).bit_length()
         super().__init__(
             {
                 "valid_in": In(1),
@@ -52,21 +83,14 @@ class DenseArray(wiring.Component):
             for i in range(li):
                 code = self.codes[(o * li + i) * 4 : (o * li + i) * 4 + 4]
                 m.d.sync += prods[o][i].eq(shift_product(self.d[i], code))
-        # Stage 2: groups of four; stage 3: the rest of the tree.
-        quads = [[Signal(signed(PROD_BITS + 3), name=f"q{o}_{g}") for g in range(li // 4)]
-                 for o in range(lo)]  # fmt: skip
+        # Stages 2..: the adder tree, one register per level.
+        depth = 0
         for o in range(lo):
-            for g in range(li // 4):
-                p = prods[o][4 * g : 4 * g + 4]
-                m.d.sync += quads[o][g].eq((p[0] + p[1]) + (p[2] + p[3]))
-            total = quads[o][0]
-            for g in range(1, li // 4):
-                total = total + quads[o][g]
-            m.d.sync += self.sums[o].eq(total)
-        v1, v2 = Signal(), Signal()
-        t1, t2 = Signal.like(self.tag_in), Signal.like(self.tag_in)
-        m.d.sync += [
-            v1.eq(self.valid_in), v2.eq(v1), self.valid_out.eq(v2),
-            t1.eq(self.tag_in), t2.eq(t1), self.tag_out.eq(t2),
-        ]  # fmt: skip
+            total, depth = adder_tree(m, prods[o], SUM_BITS, f"t{o}")
+            m.d.comb += self.sums[o].eq(total)
+        assert 1 + depth == self.LATENCY, "LATENCY must match the tree depth"
+        m.d.comb += [
+            self.valid_out.eq(delay(m, self.valid_in, self.LATENCY, "v")),
+            self.tag_out.eq(delay(m, self.tag_in, self.LATENCY, "t")),
+        ]
         return m

@@ -13,7 +13,7 @@ from amaranth import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.dense import D_BITS
+from hw.dense import D_BITS, adder_tree, delay
 from hw.params import DW_TAPS
 
 W_BITS = 8
@@ -21,7 +21,7 @@ DW_SUM_BITS = 22  # 9 taps of 255 * 127 < 2^19 each
 
 
 class DepthwiseArray(wiring.Component):
-    LATENCY = 2
+    LATENCY = 5  # products (DSP output register), then 4 adder levels for 9 taps
 
     def __init__(self, lanes: int, tag_bits: int) -> None:
         self.lanes = lanes
@@ -47,14 +47,11 @@ class DepthwiseArray(wiring.Component):
                 p = Signal(signed(D_BITS + W_BITS), name=f"p{lane}_{t}")
                 m.d.sync += p.eq(self.d[t][lane] * self.w[t][lane])
                 prods.append(p)
-            total = prods[0]
-            for p in prods[1:]:
-                total = total + p
-            m.d.sync += self.sums[lane].eq(total)
-        v1 = Signal()
-        t1 = Signal.like(self.tag_in)
-        m.d.sync += [
-            v1.eq(self.valid_in), self.valid_out.eq(v1),
-            t1.eq(self.tag_in), self.tag_out.eq(t1),
-        ]  # fmt: skip
+            total, depth = adder_tree(m, prods, DW_SUM_BITS, f"s{lane}")
+            assert 1 + depth == self.LATENCY, "LATENCY must match the tree depth"
+            m.d.comb += self.sums[lane].eq(total)
+        m.d.comb += [
+            self.valid_out.eq(delay(m, self.valid_in, self.LATENCY, "v")),
+            self.tag_out.eq(delay(m, self.tag_in, self.LATENCY, "t")),
+        ]
         return m

