@@ -133,3 +133,7 @@ format:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# hw ------------------------------------------------------------------------------------------
+# The accelerator: make verilog | synth | bench-hw | test-rtl (targets in hw/hw.mk).
+include hw/hw.mk
