@@ -2,8 +2,8 @@
 
 Usage (the `make eval` recipe line is in docs/accuracy.md):
 
-    .venv/bin/python bench/accuracy.py float --model yolo-fastest-voc --size 512
-    .venv/bin/python bench/accuracy.py artifact models/artifacts/yolo-fastest-voc-w4a8-dw8.npz \
+    .venv/bin/python -m bench.accuracy float --model yolo-fastest-voc --size 512
+    .venv/bin/python -m bench.accuracy artifact models/artifacts/yolo-fastest-voc-w4a8-dw8.npz \
         --key w4a8_ptq_map_yolo_fastest_512_dw8
 
 Each run merges its figure into bench/results/accuracy.json under `results[key]` with the
@@ -16,14 +16,20 @@ integers (the NumPy reference itself takes seconds per 512x512 frame); `--refere
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on sys.path, where bench/sw.py (another tool) would
+# shadow the sw package: drop it. `python -m bench.accuracy` needs no such help.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
 import argparse
 import json
 import platform
 import shlex
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,6 +82,30 @@ def merge_result(key: str, entry: dict[str, Any], path: Path = RESULTS) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
+def record(path: str, key: str) -> None:
+    """Copy the figure that quant.ptq/qat/datafree --eval measured on the exported integers
+    (same detect_fn, same integer runner as `artifact`) into accuracy.json, with its command."""
+    from sw import artifact as artmod
+
+    art = artmod.load(path)
+    m = art.metadata.get("measured")
+    if not m:
+        raise SystemExit(f"{path}: no measured mAP in its metadata (export with --eval)")
+    entry = {
+        "map": m["voc_sample_map_all"],
+        "map_11pt": m["voc_sample_map_11pt"],
+        "size": art.input_shape[1],
+        "source": path,
+        "images": 100,
+        "command": art.metadata.get("command"),
+        "method": art.metadata.get("method"),
+        "seconds": m.get("eval_seconds"),
+        "note": "measured by the producing command's --eval on the exported artifact",
+    }
+    print(json.dumps({key: entry}, indent=1))
+    merge_result(key, entry)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -84,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("artifact", help="a quantized artifact (.npz)")
     a.add_argument("path")
     a.add_argument("--reference", action="store_true", help="run sim.reference (slow)")
+    r = sub.add_parser("record", help="record the mAP an artifact's producing run measured")
+    r.add_argument("path")
+    r.add_argument("--key", required=True)
     for p in (f, a):
         p.add_argument("--size", type=int, default=512)
         p.add_argument("--key", default=None, help="accuracy.json key (default derived)")
@@ -93,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    if args.what == "record":
+        record(args.path, args.key)
+        return
     if args.what == "float":
         model = load_float(args.model)
         detect = float_detect_fn(model, heads_of_darknet(model.cfg), args.size)
