@@ -27,6 +27,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import argparse
 import json
 import platform
+import re
 import shlex
 import time
 from datetime import UTC, datetime
@@ -82,12 +83,27 @@ def merge_result(key: str, entry: dict[str, Any], path: Path = RESULTS) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
-def record(path: str, key: str) -> None:
+def key_of(art: Any) -> str:
+    """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8."""
+    md = art.metadata
+    method = str(md.get("method", "")).split(":")[0] or "artifact"
+    found = re.search(r"([\w.-]+)\.cfg", str(md.get("source_model", "")))
+    model = found.group(1) if found else ""
+    short = SHORT.get(model, model.replace("-", "_") or "model")
+    acts = art.nodes[0].quant.bits
+    wbits = max(n.attrs["weight_bits"] for n in art.nodes
+                if n.op == "conv" and n.attrs["weight_format"] == "pow2")  # fmt: skip
+    dw8 = any(n.attrs.get("weight_format") == "int" for n in art.nodes if n.op == "conv")
+    return f"w{wbits}a{acts}_{method}_map_{short}_{art.input_shape[1]}{'_dw8' if dw8 else ''}"
+
+
+def record(path: str, key: str | None) -> None:
     """Copy the figure that quant.ptq/qat/datafree --eval measured on the exported integers
     (same detect_fn, same integer runner as `artifact`) into accuracy.json, with its command."""
     from sw import artifact as artmod
 
     art = artmod.load(path)
+    key = key or key_of(art)
     m = art.metadata.get("measured")
     if not m:
         raise SystemExit(f"{path}: no measured mAP in its metadata (export with --eval)")
@@ -106,6 +122,33 @@ def record(path: str, key: str) -> None:
     merge_result(key, entry)
 
 
+DOC = REPO_ROOT / "docs" / "accuracy.md"
+BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown table of every key of KEYS (and any extra measured key), null ones with why."""
+    res, miss = doc.get("results", {}), doc.get("missing", {})
+    rows = ["| key | VOC-sample mAP (all-points) | 11-point | TUD person AP | how |",
+            "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for k in KEYS + sorted(set(res) - set(KEYS)):
+        if k in res:
+            e = res[k]
+            tud = f"{e['tud_person_ap']:.3f}" if "tud_person_ap" in e else ""
+            how = f"`{e.get('command')}` ({e.get('seconds')} s eval)"
+            rows.append(f"| {k} | **{e['map']:.3f}** | {e['map_11pt']:.3f} | {tud} | {how} |")
+        else:
+            rows.append(f"| {k} | null | | | {miss.get(k, 'not measured')} |")
+    return "\n".join(rows)
+
+
+def write_table(path: Path = DOC) -> None:
+    doc = json.loads(RESULTS.read_text())
+    text = path.read_text()
+    i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:i] + "\n" + table(doc) + "\n" + text[j:])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -114,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("artifact", help="a quantized artifact (.npz)")
     a.add_argument("path")
     a.add_argument("--reference", action="store_true", help="run sim.reference (slow)")
+    sub.add_parser("table", help="rewrite the table in docs/accuracy.md from accuracy.json")
     r = sub.add_parser("record", help="record the mAP an artifact's producing run measured")
     r.add_argument("path")
-    r.add_argument("--key", required=True)
+    r.add_argument("--key", default=None, help="default: derived from the metadata")
     for p in (f, a):
         p.add_argument("--size", type=int, default=512)
         p.add_argument("--key", default=None, help="accuracy.json key (default derived)")
@@ -126,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    if args.what == "table":
+        write_table()
+        return
     if args.what == "record":
         record(args.path, args.key)
         return
@@ -143,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             args.size = art.input_shape[1]
         runner = None if args.reference else integer_runner()
         detect = artifact_detect_fn(art, runner=runner)
-        key = args.key or f"artifact_{art.name}"
+        key = args.key or key_of(art)
         source = args.path
     voc = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.limit, with_curves=False)
     entry: dict[str, Any] = {
