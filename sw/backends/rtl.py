@@ -8,10 +8,11 @@ simulated-time timeout so that a wedged design fails the test instead of hanging
 cocotb is imported inside the functions only: the module imports anywhere (the test that sw/
 never pulls in torch also checks cocotb stays out), but runs only inside a cocotb simulation.
 
-TODO(rtl): untested until hw/ provides the ``pow2det_accel`` top level. The hook for the HW
-testbench is :func:`run_plan_on_dut`: a cocotb test in sim/ builds the DUT, starts the clock,
-and calls ``await run_plan_on_dut(dut, plan, images)``; it returns every frame's outputs, to
-compare with ``sim.reference.run_network`` and with the ``emu`` backend.
+The hook for RTL testbenches is :func:`run_plan_on_dut`: a cocotb test starts the clock,
+releases reset and calls ``await run_plan_on_dut(dut, plan, images)``; it returns every
+frame's outputs, to compare with ``sim.reference.run_network`` and the ``emu`` backend.
+``tests/test_sw_rtl.py`` does exactly that on the Verilator model of hw/ (compiler + driver +
+this transport against the RTL).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RtlTransport:
 
         self.dut = dut
         self.clock_ns = clock_ns
+        self.ram_size = ram_size
         self.axil = AxiLiteMaster(
             AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
             reset_active_level=False,
@@ -69,12 +71,21 @@ class RtlTransport:
 
 
 async def run_plan_on_dut(
-    dut: Any, plan: Plan, images: list[np.ndarray], timeout_s: float = 0.01
+    dut: Any,
+    plan: Plan,
+    images: list[np.ndarray],
+    timeout_s: float = 0.05,
+    transport: RtlTransport | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Load ``plan`` (base 0) into the DUT's AXI RAM and run ``images`` (C, H, W codes) through
-    the very driver the board uses. ``timeout_s`` is simulated seconds per PL run."""
+    """Load ``plan`` (rebased to 0) into the DUT's AXI RAM and run ``images`` (C, H, W codes)
+    through the very driver the board uses. ``timeout_s`` is simulated seconds per PL run. The
+    caller starts the clock and releases reset; pass one ``transport`` to run several plans on
+    one DUT (there is one AXI-Lite master and one AXI RAM per bus)."""
     if plan.base != 0:
         plan = plan.rebase(0)
-    driver = Driver(RtlTransport(dut, ram_size=plan.size), plan, timeout_s=timeout_s)
+    t = transport or RtlTransport(dut, ram_size=1 << max(20, (plan.size - 1).bit_length()))
+    if t.ram_size < plan.size:
+        raise ValueError(f"plan of {plan.size} bytes does not fit the {t.ram_size}-byte AXI RAM")
+    driver = Driver(t, plan, timeout_s=timeout_s)
     await driver.open()
     return [await driver.run_frame(img) for img in images]
