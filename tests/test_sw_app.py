@@ -260,3 +260,42 @@ def test_a_failing_stage_never_hangs_the_others() -> None:
     res = Pipeline(_FakeFile(10**6), [("a", _slow), ("b", boom), ("c", _slow)],
                    queue_depth=2).run_threaded()  # fmt: skip
     assert res.error == "b: stage failed" and time.monotonic() - t0 < 10
+
+
+def test_committed_detector_on_a_real_frame(data_dir: Path) -> None:
+    """The quantized Yolo-Fastest under models/artifacts/ at 512x512 on TUD-Stadtmitte frame 1:
+    emu equals sim.reference bit for bit, and the decoded boxes land on the annotated people."""
+    from sim.reference import run_network
+    from sw import artifact
+    from sw.accel_config import AccelConfig
+    from sw.backends.emu import EmuBackend
+    from sw.compiler import compile_model
+    from sw.postprocess import YoloDecoder, box_iou
+    from sw.preprocess import letterbox
+
+    try:
+        path = app.find_default_artifact()
+    except app.UsageError:
+        pytest.skip("no quantized Yolo-Fastest committed under models/artifacts/")
+    clip = data_dir / "video" / "TUD-Stadtmitte"
+    if not (clip / "TUD-Stadtmitte.mp4").is_file():
+        pytest.skip("TUD-Stadtmitte missing from data/")
+    art = artifact.load(path)
+    plan = compile_model(art, AccelConfig())
+    cap = cv2.VideoCapture(str(clip / "TUD-Stadtmitte.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    _, h, w = art.input_shape
+    rgb, lb = letterbox(frame, w, h)
+    out = EmuBackend(plan).run(rgb, hwc=True)
+    ref = run_network(art, np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    for name in ref:
+        np.testing.assert_array_equal(out[name], ref[name], err_msg=name)
+    det = YoloDecoder.for_plan(plan)(out, lb)
+    gt = np.loadtxt(clip / "gt.txt", delimiter=",", ndmin=2)
+    g = gt[gt[:, 0] == 1][:, 2:6]  # MOT: 1-based left, top, width, height
+    boxes = np.c_[g[:, 0] - 1, g[:, 1] - 1, g[:, 0] + g[:, 2] - 1, g[:, 1] + g[:, 3] - 1]
+    person = art.classes.index("person")
+    hits = box_iou(det.boxes[det.classes == person].astype(np.float64), boxes).max(axis=1) >= 0.5
+    assert hits.sum() >= min(4, len(boxes)), f"{hits.sum()} of {len(boxes)} people found"
