@@ -299,3 +299,37 @@ def test_committed_detector_on_a_real_frame(data_dir: Path) -> None:
     person = art.classes.index("person")
     hits = box_iou(det.boxes[det.classes == person].astype(np.float64), boxes).max(axis=1) >= 0.5
     assert hits.sum() >= min(4, len(boxes)), f"{hits.sum()} of {len(boxes)} people found"
+
+
+def test_mjpeg_server_serves_the_newest_frame() -> None:
+    import urllib.request
+
+    from sw.sinks import MjpegServer
+
+    srv = MjpegServer(0)  # an ephemeral port
+    try:
+        frame = np.full((48, 64, 3), 90, np.uint8)
+        srv.write(frame)
+        with urllib.request.urlopen(srv.url, timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            head = r.read(200)
+        assert head.startswith(b"--frame\r\nContent-Type: image/jpeg")
+        jpeg = srv.jpeg
+        assert jpeg is not None
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == frame.shape and abs(int(img.mean()) - 90) <= 2
+    finally:
+        srv.close()
+
+
+def test_show_without_gui_is_one_line(tmp_path, capsys, model, clip) -> None:
+    import re
+
+    if not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
+        pytest.skip("this OpenCV build has a GUI")
+    rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
+                      "--show")  # fmt: skip
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: this OpenCV build has no GUI support (opencv-python-headless); use --serve PORT "
+        "to watch in a browser, or write the mp4"
+    ]
