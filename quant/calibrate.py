@@ -26,13 +26,18 @@ def voc_names() -> list[str]:
 
 
 def build(
-    model: str, bits: int = 4, dw_format: str = "pow2", act_bits: int = 8, equalize: bool = False
+    model: str,
+    bits: int = 4,
+    dw_format: str = "pow2",
+    act_bits: int = 8,
+    equalize: bool = False,
+    head_bits: int | None = 8,
 ) -> tuple[Darknet, QuantDetector]:
     """Float darknet model and its QuantDetector: dense convs pow2 ``bits`` (the dense engine
-    supports pow2 3-4 bits), depthwise pow2 ``bits`` or int8."""
+    supports pow2 3-4 bits), depthwise pow2 ``bits`` or int8; head outputs ``head_bits``."""
     net = load_darknet(model)
     dw = ("pow2", bits) if dw_format == "pow2" else ("int", 8)
-    qdet = QuantDetector(net, LayerFormat(("pow2", bits), dw), act_bits)
+    qdet = QuantDetector(net, LayerFormat(("pow2", bits), dw), act_bits, head_bits)
     if equalize:
         equalize_depthwise(qdet)
     return net, qdet

@@ -89,7 +89,8 @@ def finish(
         "weights": f"dense pow2 {args.bits}-bit per-channel scale; depthwise "
         + (f"pow2 {args.bits}-bit" if args.dw_format == "pow2" else "int8")
         + "; first and head convs pow2 too",
-        "activations": f"{args.act_bits}-bit asymmetric per tensor",
+        "activations": f"{args.act_bits}-bit asymmetric per tensor"
+        + ("" if args.act_bits == 8 else "; head outputs 8-bit"),
         "command": command_line(args.module, args.argv),
         **meta,
     }

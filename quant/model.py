@@ -75,7 +75,13 @@ class LayerFormat:
 class QuantDetector(nn.Module):
     """See the module docstring. ``mode`` is "float", "fake" or "int" (set by the caller)."""
 
-    def __init__(self, model: Darknet, fmt: LayerFormat | None = None, act_bits: int = 8) -> None:
+    def __init__(
+        self,
+        model: Darknet,
+        fmt: LayerFormat | None = None,
+        act_bits: int = 8,
+        head_bits: int | None = None,
+    ) -> None:
         super().__init__()
         fmt = fmt or LayerFormat()
         self.cfg = model.cfg
@@ -178,6 +184,10 @@ class QuantDetector(nn.Module):
             n.group = idx[find(group_of[n.name])]
         self.aq = nn.ModuleList(ActQuantizer(act_bits) for _ in roots)
         self.by_name = {n.name: n for n in self.nodes}
+        # The head outputs go to the ARM decoder, not to another layer: keeping them at 8 bits
+        # (head_bits) costs the accelerator nothing and spares the box regression 4-bit steps.
+        for h in self.heads if head_bits else []:
+            self.aq[self.by_name[h].group].bits = head_bits
         self._int_cache: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------

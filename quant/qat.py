@@ -39,8 +39,13 @@ from quant.model import LayerFormat, QuantDetector
 class Distill(nn.Module):
     """Student forward + loss against the frozen float teacher (one module, so DDP wraps it)."""
 
-    def __init__(self, student: QuantDetector, teacher: QuantDetector, feat_weight: float) -> None:
+    def __init__(
+        self, student: QuantDetector, teacher: QuantDetector, feat_weight: float,
+        head_loss: str = "yolo",
+    ) -> None:  # fmt: skip
         super().__init__()
+        self.head_loss = head_loss
+        self.na = [len(s.mask) for s in student.head_specs]
         self.student = student
         self.teacher = teacher
         self.feat_weight = feat_weight
@@ -50,11 +55,25 @@ class Distill(nn.Module):
         with torch.no_grad():
             th, tf = self.teacher.forward_real(x, quantize=False, keep=self.feats)
         sh, sf = self.student.forward_real(x, quantize=True, keep=self.feats)
-        loss = sum(F.mse_loss(s, t) / (t.var() + 1e-6) for s, t in zip(sh, th, strict=True))
+        loss = sum(self._head(s, t, a) for s, t, a in zip(sh, th, self.na, strict=True))
         if self.feats and self.feat_weight > 0:
             fl = sum(F.mse_loss(sf[k], tf[k]) / (tf[k].var() + 1e-6) for k in self.feats)
             loss = loss + self.feat_weight * fl / len(self.feats)
         return loss
+
+    def _head(self, s: Tensor, t: Tensor, anchors: int) -> Tensor:
+        """Raw: normalised MSE of the head outputs. yolo: what the decoder uses - sigmoid of
+        x, y, objectness and classes, raw w, h (exp'd later) - so the very negative class
+        logits (sigmoid ~ 0, clipped by the head's activation range) do not dominate."""
+        if self.head_loss == "raw":
+            return F.mse_loss(s, t) / (t.var() + 1e-6)
+        n, c, h, w = s.shape
+        s = s.view(n, anchors, c // anchors, h, w)
+        t = t.view(n, anchors, c // anchors, h, w)
+        sig = [0, 1] + list(range(4, c // anchors))
+        ss, ts = torch.sigmoid(s[:, :, sig]), torch.sigmoid(t[:, :, sig])
+        wh = F.mse_loss(s[:, :, 2:4], t[:, :, 2:4]) / (t[:, :, 2:4].var() + 1e-6)
+        return F.mse_loss(ss, ts) / (ts.var() + 1e-6) + wh
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--feat-weight", type=float, default=0.5)
+    ap.add_argument("--head-loss", default="yolo", choices=("yolo", "raw"),
+                    help="yolo: sigmoid(x, y, obj, cls) + raw w, h; raw: raw outputs")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--images", type=int, default=1000, help="unlabeled images used")
     ap.add_argument("--calib", type=int, default=64, help="calibration images without --init")
@@ -97,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             calibrate_activations(student, list(calib.split(8)))
         ck = {"step": 0}
     student.invalidate()
-    model = Distill(student, teacher, args.feat_weight).to(device)
+    model = Distill(student, teacher, args.feat_weight, args.head_loss).to(device)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -135,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         meta = {
             "training": f"distillation from float, {args.steps} steps, batch {args.batch}, "
             f"{args.crop}x{args.crop} crops of {CALIB_SET} ({len(paths)} images), Adam "
-            f"{args.lr} cosine, head MSE + {args.feat_weight} x shortcut-feature MSE",
+            f"{args.lr} cosine, head loss {args.head_loss} + {args.feat_weight} x shortcut-feature "
+            "MSE",
             "init": str(args.init) if args.init else "calibration only",
             "loss_first_last_20": [
                 sum(losses[:20]) / max(1, len(losses[:20])),
