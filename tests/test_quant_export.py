@@ -214,3 +214,18 @@ def test_to_artifact_respects_size() -> None:
     art = to_artifact(qdet, 128, name="t", classes=list("abcd"))
     assert art.input_shape == (3, 128, 128)
     assert art.shapes()[art.outputs[0].node] == (18, 64, 64)
+
+
+@needs_data
+def test_equalization_preserves_the_float_function() -> None:
+    from quant.calibrate import equalize_depthwise
+
+    net = load_darknet("yolo-fastest-xl-voc")
+    qdet = QuantDetector(net)
+    x = letterbox_batch(unlabeled_images()[:1], 64)
+    with torch.no_grad():
+        before, _ = qdet.forward_real(x, quantize=False)
+        assert equalize_depthwise(qdet) > 10
+        after, _ = qdet.forward_real(x, quantize=False)
+    for u, v in zip(before, after, strict=True):
+        assert torch.allclose(u, v, atol=1e-3 * float(u.abs().max()))
