@@ -8,13 +8,15 @@ Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the mod
 * ``cpu_stages_ms``: the ARM-side work per frame, one thread (OpenCV and BLAS limited to one):
   pre-processing (letterbox), decode + NMS, drawing; median over frames. Target <= 5 ms total.
 * ``pipeline_speedup``: frames per second of the threaded pipeline over the same stage
-  functions run one after another (same frames, same backend, same process). With ``emu`` the
-  accelerator stage is CPU work, so this gains only what an idle core allows;
+  functions run one after another (same frames, same backend, same process; alternating
+  rounds, the best of each mode). With ``emu`` the accelerator stage is CPU work, so this
+  gains only what an idle core allows;
   ``pipeline_speedup_modelled_pl`` repeats it with the accelerator stage waiting as long as
   hw/cycle_model.py predicts the PL takes (the CPU free meanwhile, as on the board).
 * ``emu_vs_torch_float_ratio``: milliseconds per frame of the ``emu`` backend (the functional
   model of the accelerator, NumPy) over float PyTorch inference of the same darknet network
-  (``models/darknet.py``, cfg + weights), both on one CPU thread. > 1 means emu is slower.
+  (``models/darknet.py``, cfg + weights), both on one CPU thread, alternating frame by frame;
+  medians. > 1 means emu is slower.
 * ``peak_rss_mb`` and ``rss_growth_fraction``: the real command (``python -m sw.app detect``)
   in its own process on the clip looped to ``--rss-frames`` (1,000) frames: RSS at the end
   against RSS after 100 frames (a leak would show as growth), and its peak RSS.
@@ -41,7 +43,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,7 +60,8 @@ from sw.artifact import Artifact, Node, Output, Quant  # noqa: E402
 from sw.backends.emu import EmuBackend  # noqa: E402
 from sw.compiler import compile_model  # noqa: E402
 from sw.draw import draw_detections  # noqa: E402
-from sw.pipeline import Pipeline, stage_stats, throughput_fps  # noqa: E402
+from sw.pipeline import Item, Pipeline, PipelineResult, stage_stats, throughput_fps  # noqa: E402
+from sw.plan import Plan  # noqa: E402
 from sw.postprocess import YoloDecoder  # noqa: E402
 from sw.preprocess import letterbox  # noqa: E402
 from sw.sinks import JsonlSink, VideoSink  # noqa: E402
@@ -261,7 +266,9 @@ def read_frames(path: Path, n: int) -> list[np.ndarray]:
     return frames
 
 
-def bench_cpu_stages(plan, backend, frames: list[np.ndarray], names: list[str]) -> dict:
+def bench_cpu_stages(
+    plan: Plan, backend: EmuBackend, frames: list[np.ndarray], names: list[str]
+) -> dict[str, Any]:
     """Pre-process, decode + NMS and drawing, one thread, median ms per frame."""
     cv2.setNumThreads(1)
     _, h, w = plan.input_shape
@@ -297,7 +304,7 @@ def bench_cpu_stages(plan, backend, frames: list[np.ndarray], names: list[str]) 
             "input": f"640x480 -> {w}x{h}"}  # fmt: skip
 
 
-def modelled_pl_seconds(plan) -> float:
+def modelled_pl_seconds(plan: Plan) -> float:
     """The plan's PL time per frame from hw/cycle_model.py (0.0 without it)."""
     cycles = sum(li.cycles or 0 for li in plan.layers)
     return cycles / (plan.cfg.clock_mhz * 1e6)
@@ -316,8 +323,15 @@ class ModelledPL:
         return {k: v.copy() for k, v in self.heads.items()}
 
 
-def run_pipeline(plan, backend, names, source: Source, out_dir: Path, sequential: bool,
-                 on_frame=None):  # fmt: skip
+def run_pipeline(
+    plan: Plan,
+    backend: EmuBackend | ModelledPL,
+    names: list[str],
+    source: Source,
+    out_dir: Path,
+    sequential: bool,
+    on_frame: Callable[[Item], None] | None = None,
+) -> PipelineResult:
     video = VideoSink(out_dir / "bench.mp4", 25.0)
     jsonl = JsonlSink(out_dir / "bench.jsonl")
     det = app.Detector(plan, backend, names, 0.25, 0.45, [video], jsonl)
@@ -333,7 +347,10 @@ def run_pipeline(plan, backend, names, source: Source, out_dir: Path, sequential
     return res
 
 
-def bench_torch(frames: list[np.ndarray], size: int, n: int) -> float:
+def bench_emu_vs_torch(backend: EmuBackend, frames: list[np.ndarray], size: int,
+                       n: int) -> tuple[float, float]:  # fmt: skip
+    """Median ms per frame of the emu backend and of float torch (darknet cfg + weights), one
+    thread each, frame by frame alternately so that load changes hit both alike."""
     import torch
 
     from models.darknet import Darknet
@@ -341,18 +358,20 @@ def bench_torch(frames: list[np.ndarray], size: int, n: int) -> float:
     torch.set_num_threads(1)
     d = data_dir()
     model = Darknet.from_files(d / CFG, d / WEIGHTS).eval()
-    xs = []
-    for f in frames[:n]:
-        rgb, _ = letterbox(f, size, size)
-        xs.append(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
-    times = []
+    rgbs = [letterbox(f, size, size)[0] for f in frames[:n]]
+    emu_t, torch_t = [], []
     with torch.inference_mode():
-        model(xs[0])  # warm-up
-        for x in xs:
+        model(torch.zeros(1, 3, size, size))  # warm-up
+        backend.run(rgbs[0], hwc=True)
+        for rgb in rgbs:
             t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+            backend.run(rgb, hwc=True)
+            t1 = time.perf_counter()
+            model(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+            t2 = time.perf_counter()
+            emu_t.append(t1 - t0)
+            torch_t.append(t2 - t1)
+    return 1e3 * float(np.median(emu_t)), 1e3 * float(np.median(torch_t))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,13 +380,15 @@ def main(argv: list[str] | None = None) -> int:
                                      "structural stand-in")  # fmt: skip
     ap.add_argument("--pipeline-frames", type=int, default=60)
     ap.add_argument("--cpu-frames", type=int, default=30)
-    ap.add_argument("--torch-frames", type=int, default=10)
+    ap.add_argument("--torch-frames", type=int, default=20)
     ap.add_argument("--rss-frames", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating pipeline rounds")
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     ap.add_argument("--out", default=str(REPO / "bench/results/runtime.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.pipeline_frames, args.cpu_frames, args.torch_frames, args.rss_frames = 12, 8, 3, 120
+        args.rounds = 1
     d = data_dir()
     clip = d / CLIP
     t_start = time.perf_counter()
@@ -402,12 +423,21 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("sequential", "threaded"):
-            src = LoopingVideo(clip, args.pipeline_frames)
-            res = run_pipeline(plan, backend, names, src, Path(tmp), mode == "sequential")
-            results[mode] = {"fps": round(throughput_fps(res), 3), "stage_ms": stage_stats(res),
-                             "frames": res.frames_out}  # fmt: skip
-            print(f"{mode}: {results[mode]['fps']} fps", flush=True)
+        # Alternating rounds, best of each mode: the machine is shared, and a burst of someone
+        # else's load during one run would otherwise decide the ratio.
+        for rnd in range(args.rounds):
+            for mode in ("sequential", "threaded"):
+                src = LoopingVideo(clip, args.pipeline_frames)
+                res = run_pipeline(plan, backend, names, src, Path(tmp), mode == "sequential")
+                fps = round(throughput_fps(res), 3)
+                prev = results.get(mode)
+                if prev is None or fps > prev["fps"]:
+                    results[mode] = {"fps": fps, "stage_ms": stage_stats(res),
+                                     "frames": res.frames_out, "rounds_fps": []}  # fmt: skip
+                    if prev is not None:
+                        results[mode]["rounds_fps"] = prev["rounds_fps"]
+                results[mode]["rounds_fps"].append(fps)
+                print(f"round {rnd + 1} {mode}: {fps} fps", flush=True)
         speedup = results["threaded"]["fps"] / results["sequential"]["fps"]
         # The same pipeline with the accelerator stage as the board has it: the CPU idles while
         # the PL computes (here: sleeps for the cycle model's prediction) and the heads come back.
@@ -438,8 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RSS after 100 frames {rss100} MB, after {rep['frames_out']} {rss_end} MB; "
               f"peak {peak} MB ({rep['fps']} fps)", flush=True)  # fmt: skip
 
-    emu_ms = results["sequential"]["stage_ms"]["accelerator"]["p50"]
-    torch_ms = bench_torch(frames, size, args.torch_frames)
+    emu_ms, torch_ms = bench_emu_vs_torch(backend, frames, size, args.torch_frames)
     print(f"emu {emu_ms:.1f} ms/frame vs torch float {torch_ms:.1f} ms/frame", flush=True)
 
     out = {
@@ -453,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "note": "accelerator stage = sleep for the cycle model's "
                                          "prediction (CPU idle, as on the board)"},
         "emu_vs_torch_float_ratio": round(emu_ms / torch_ms, 3),
-        "emu_ms_per_frame": emu_ms,
+        "emu_ms_per_frame": round(emu_ms, 3),
         "torch_float_ms_per_frame": round(torch_ms, 3),
         "peak_rss_mb": peak,
         "rss_mb_after_100": rss100,
