@@ -433,15 +433,21 @@ async def test_network(dut: object) -> None:
 
 @cocotb.test(skip=os.environ.get("ACCEL_FRAME") is None)
 async def test_frame(dut: object) -> None:
-    """Slow: a whole Yolo-Fastest frame (random weights of the real shapes), ACCEL_FRAME=cfg."""
+    """Slow: a whole frame. ACCEL_ARTIFACT (a quantized model) with ACCEL_IMAGE (.npy input
+    codes), or ACCEL_FRAME (a darknet cfg: random weights of the real shapes)."""
     from sim.darknet_net import random_artifact_from_cfg
+    from sw import artifact as artifact_io
 
     h = Harness(dut, SEED, PAUSE)
     await h.reset()
-    size = int(os.environ.get("ACCEL_FRAME_SIZE", "512"))
-    art = random_artifact_from_cfg(os.environ["ACCEL_FRAME"], size, SEED)
-    rng = np.random.default_rng(SEED)
-    image = rng.integers(0, 256, size=(3, size, size)).astype(np.uint8)
+    if os.environ.get("ACCEL_ARTIFACT"):
+        art = artifact_io.load(os.environ["ACCEL_ARTIFACT"])
+        image = np.load(os.environ["ACCEL_IMAGE"], allow_pickle=False)
+    else:
+        size = int(os.environ.get("ACCEL_FRAME_SIZE", "512"))
+        art = random_artifact_from_cfg(os.environ["ACCEL_FRAME"], size, SEED)
+        rng = np.random.default_rng(SEED)
+        image = rng.integers(0, 256, size=(3, size, size)).astype(np.uint8)
     got = await run_network(h, art, image, CFG.max_strip, SEED)
     want = network.run_network(art, image, keep_all=True)
     for o in art.outputs:
