@@ -41,7 +41,7 @@ class Distill(nn.Module):
 
     def __init__(
         self, student: QuantDetector, teacher: QuantDetector, feat_weight: float,
-        head_loss: str = "yolo",
+        head_loss: str = "raw",
     ) -> None:  # fmt: skip
         super().__init__()
         self.head_loss = head_loss
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--feat-weight", type=float, default=0.5)
-    ap.add_argument("--head-loss", default="yolo", choices=("yolo", "raw"),
+    ap.add_argument("--head-loss", default="raw", choices=("yolo", "raw"),
                     help="yolo: sigmoid(x, y, obj, cls) + raw w, h; raw: raw outputs")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--images", type=int, default=1000, help="unlabeled images used")
