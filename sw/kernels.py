@@ -133,9 +133,12 @@ def requantize(
         r *= acc
     r += half
     np.floor(r, out=r)
-    r += z_out
-    np.clip(r, 0, (1 << bits_out) - 1, out=r)
-    return r.astype(np.uint8)
+    # Clamp round_shift(P, S) to [-z_out, qmax - z_out], then add z_out while casting: one pass
+    # less over the float64 array, and the sum is an exact small integer either way.
+    np.clip(r, -z_out, (1 << bits_out) - 1 - z_out, out=r)
+    out = np.empty(r.shape, dtype=np.uint8)
+    np.add(r, z_out, out=out, casting="unsafe")
+    return out
 
 
 def add(
