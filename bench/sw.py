@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from models.paths import data_dir  # noqa: E402
 from sim.reference.randnet import random_add, random_conv  # noqa: E402
 from sw import app  # noqa: E402
 from sw.accel_config import AccelConfig  # noqa: E402
@@ -70,12 +71,6 @@ from sw.sources import Frame, Source, VideoFileSource  # noqa: E402
 CFG = "weights/darknet/yolo-fastest-voc.cfg"
 WEIGHTS = "weights/darknet/yolo-fastest-voc.weights"
 CLIP = "video/TUD-Stadtmitte/TUD-Stadtmitte.mp4"
-
-
-def data_dir() -> Path:
-    from models.paths import data_dir as dd
-
-    return dd()
 
 
 def rss_mb() -> float:

@@ -76,7 +76,8 @@ def _measured_map(meta: dict[str, Any]) -> float:
 def find_default_artifact(folder: Path = ARTIFACT_DIR) -> Path:
     """The best committed Yolo-Fastest artifact: highest measured mAP in its metadata (then
     name)."""
-    cands = sorted(folder.glob("*yolo-fastest*.npz")) if folder.is_dir() else []
+    # Yolo-Fastest itself (not -XL): the demo model the issue names, and the faster one.
+    cands = sorted(folder.glob("yolo-fastest-voc*.npz")) if folder.is_dir() else []
     if not cands:
         raise UsageError(f"no model artifact found under {folder}/ (pass --model PATH)")
     scored = []
@@ -289,6 +290,9 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "input": args.input,
         "model": str(model_path),
         "model_name": art.name,
+        # The accuracy the quantizer measured for this model (VOC sample), so a reader of the
+        # report knows what the boxes are worth.
+        "model_measured": art.metadata.get("measured", {}),
         "backend": args.backend,
         "mode": res.mode,
         "input_size": list(plan.input_shape[1:]),

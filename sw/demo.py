@@ -3,45 +3,20 @@
     python -m sw.demo [--max-frames N] [--out-dir out/demo] [--backend emu]
 
 Writes ``out/demo/TUD-Stadtmitte.{mp4,jsonl,report.json,timeline.png}``. The model is the
-best quantized Yolo-Fastest under ``models/artifacts/`` (highest measured mAP in its metadata).
-Until the quantizer has committed one, the demo runs a *random, untrained* network with two YOLO
-heads at 128x128 instead, so that the whole pipeline can be exercised; it says so loudly, names
-its classes ``random-0``/``random-1``, and what it draws are not detections.
+best quantized Yolo-Fastest under ``models/artifacts/`` (highest measured mAP in its metadata);
+its name and measured mAP go into the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from models.paths import data_dir
 from sw import app
 
-REPO = Path(__file__).resolve().parent.parent
 CLIP = Path("video") / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
-
-
-def data_dir() -> Path:
-    """``<repo>/data`` once filled (``make data``), else ``$POW2DET_DATA`` (a mirror)."""
-    local = REPO / "data"
-    if (local / CLIP).is_file():
-        return local
-    return Path(os.environ.get("POW2DET_DATA", str(local)))
-
-
-def placeholder_artifact(out_dir: Path) -> Path:
-    """A random network with two YOLO heads (sim.reference.randnet): NOT a detector."""
-    from sim.reference.randnet import random_network
-    from sw.artifact import save
-
-    art = random_network(np.random.default_rng(2024), height=128, width=128)
-    art.name = "random-net-128 (untrained test network, NOT a detector)"
-    art.classes = ["random-0", "random-1"]
-    art.description = "placeholder until models/artifacts/ holds a quantized Yolo-Fastest"
-    return save(art, out_dir / "placeholder-random-net-128.npz")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = app.find_default_artifact()
-        print(f"demo: model {model}")
-    except app.UsageError:
-        model = placeholder_artifact(out)
-        print(
-            "demo: WARNING: no quantized Yolo-Fastest under models/artifacts/ yet; running an "
-            "untrained random network instead. Its boxes are NOT detections.",
-            file=sys.stderr,
-        )
+    except app.UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"demo: model {model}")
     argv2 = ["detect", str(clip), "--model", str(model), "--out-dir", str(out),
              "--backend", args.backend, "--print-plan"]  # fmt: skip
     if args.max_frames:
