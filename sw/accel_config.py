@@ -51,7 +51,8 @@ class AccelConfig:
             raise ConfigError(
                 f"max_burst = {self.max_burst} x {self.lanes}-byte beats crosses 4 KiB"
             )
-        # The input buffer must hold at least one strip window of a 5x5 kernel for one group.
+        # The smallest input buffer any build needs: one 5x5 stride-2 strip window of one channel
+        # group. The RTL's own, stricter layout rule (8 row banks) is checked in hw/params.py.
         need = 5 * ((self.max_strip - 1) * 2 + 5)
         if self.input_buffer_words < need:
             raise ConfigError(
