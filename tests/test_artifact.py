@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,13 @@ def test_round_trip_is_identical(net: Artifact, tmp_path: Path) -> None:
     # Saving the loaded artifact again gives the same bytes for every tensor (stable format).
     again = artifact.load(artifact.save(back, tmp_path / "again.npz"))
     assert [n.name for n in again.nodes] == [n.name for n in net.nodes]
+
+
+def test_saved_file_is_readable_by_others(net: Artifact, tmp_path: Path) -> None:
+    path = artifact.save(net, tmp_path / "m.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_load_needs_no_pickle(net: Artifact, tmp_path: Path) -> None:
