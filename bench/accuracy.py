@@ -87,6 +87,8 @@ def key_of(art: Any) -> str:
     """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8."""
     md = art.metadata
     method = str(md.get("method", "")).split(":")[0] or "artifact"
+    if md.get("equalization"):
+        method += "_cle"
     found = re.search(r"([\w.-]+)\.cfg", str(md.get("source_model", "")))
     model = found.group(1) if found else ""
     short = SHORT.get(model, model.replace("-", "_") or "model")
