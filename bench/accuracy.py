@@ -16,21 +16,15 @@ integers (the NumPy reference itself takes seconds per 512x512 frame); `--refere
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, Python puts bench/ first on sys.path, where bench/sw.py (another tool) would
-# shadow the sw package: drop it. `python -m bench.accuracy` needs no such help.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import platform
 import re
 import shlex
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch

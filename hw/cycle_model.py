@@ -1,7 +1,7 @@
 """Cycle model of ``pow2det_accel``: per-layer cycles from a descriptor and an AccelConfig.
 
 Pure Python (no amaranth), importable by ``sw/`` (the compiler's per-layer predictions) and by
-``bench/hw.py``. It follows the RTL's loops exactly for the engine counters:
+``bench/accelerator.py``. It follows the RTL's loops exactly for the engine counters:
 
 * dense (PERF_DENSE): one issue cycle per (strip, output row, output group, pixel, input group,
   kernel row, kernel column): ``W_out * H_out * G_out * G_in * k * k``;

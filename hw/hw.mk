@@ -15,7 +15,7 @@ synth: verilog
 # Cycle model per layer of Yolo-Fastest(-XL) at 512x512, model vs RTL, Verilator speed;
 # writes bench/results/hw.json (uses build/synth/resources.json when `make synth` has run).
 bench-hw:
-	$(RUN) $(VPY) bench/hw.py
+	$(RUN) $(VPY) bench/accelerator.py
 
 # Only the accelerator's tests (they are also part of `make test`).
 test-rtl:

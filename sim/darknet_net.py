@@ -1,6 +1,6 @@
 """Darknet cfg -> artifact with random weights of the real shapes, and -> accelerator layers.
 
-For the slow whole-frame RTL test and ``bench/hw.py`` while no quantized artifact of the real
+For the slow whole-frame RTL test and ``bench/accelerator.py`` while no quantized artifact of the real
 detectors exists: shapes come from the cfg (``models.darknet``), weights and constants from
 ``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8, 8-bit activations).
 """

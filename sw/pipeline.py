@@ -17,7 +17,7 @@ Rules (issue 5):
 * nothing waits forever: every queue operation times out and re-checks the stop event.
 
 :meth:`Pipeline.run_sequential` runs the same stage functions one after another in one thread,
-for the throughput comparison of ``bench/sw.py``.
+for the throughput comparison of ``bench/runtime.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Runtime benchmark of the host software (``make bench-sw``) -> bench/results/runtime.json.
 
-    .venv/bin/python bench/sw.py [--quick] [--model ART.npz] [--out bench/results/runtime.json]
+    .venv/bin/python bench/runtime.py [--quick] [--model ART.npz] [--out bench/results/runtime.json]
 
 Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the model's input size
 (512x512 for the Yolo-Fastest artifacts):
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                     "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
                     "load_average": [round(x, 2) for x in os.getloadavg()],
                     "note": "shared development machine; absolute times vary with load"},
-        "command": "python bench/sw.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/runtime.py" + (" --quick" if args.quick else ""),
         "seconds": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
