@@ -1,8 +1,9 @@
 """Darknet cfg -> artifact with random weights of the real shapes, and -> accelerator layers.
 
-For the slow whole-frame RTL test and ``bench/accelerator.py`` while no quantized artifact of the real
-detectors exists: shapes come from the cfg (``models.darknet``), weights and constants from
-``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8, 8-bit activations).
+For ``bench/accelerator.py`` (and RTL tests of real layer shapes) where no quantized artifact
+of the real detectors is wanted: shapes come from the cfg (``models.darknet``), weights and
+constants from ``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8, 8-bit
+activations).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Build the Verilator model of ``pow2det_accel`` once and run cocotb test modules on it.
 
-Shared by the pytest wrappers (tests/test_rtl_*.py) and bench/accelerator.py. The build is keyed by a
-hash of the generated Verilog, so repeated test runs reuse the compiled model; ``WAVES=1``
-builds a tracing model in a separate folder and dumps an FST per run.
+Shared by the pytest wrappers (tests/test_rtl_*.py) and bench/accelerator.py. The build is
+keyed by a hash of the generated Verilog, so repeated test runs reuse the compiled model;
+``WAVES=1`` builds a tracing model in a separate folder and dumps an FST per run.
 """
 
 from __future__ import annotations

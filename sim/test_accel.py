@@ -457,7 +457,7 @@ async def test_frame(dut: object) -> None:
 
 @cocotb.test(skip=os.environ.get("ACCEL_CASES") is None)
 async def test_cases_file(dut: object) -> None:
-    """Layer cases from a JSON file (ACCEL_CASES), e.g. real detector shapes for bench/accelerator.py."""
+    """Layer cases from a JSON file (ACCEL_CASES), e.g. real detector shapes for the bench."""
     h = Harness(dut, SEED, PAUSE)
     await h.reset()
     with open(os.environ["ACCEL_CASES"]) as fh:
