@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from quant.calibrate import MODELS, voc_names
+from quant.calibrate import MODELS, calibrate_activations, voc_names
 from quant.export import to_artifact
 from quant.model import QuantDetector
+from quant.reconstruct import reconstruct
 from sw import artifact as artmod
 
 
@@ -63,6 +64,26 @@ def load_checkpoint(path: Path, qdet: QuantDetector) -> dict[str, Any] | None:
     qdet.load_state_dict(ck.pop("model"))
     qdet.invalidate()
     return ck
+
+
+def calibrate_and_reconstruct(
+    args: argparse.Namespace, qdet: QuantDetector, x: torch.Tensor
+) -> dict[str, Any]:
+    """The post-training core of quant.ptq and quant.datafree on images ``x``: calibrate the
+    activation ranges, then reconstruct layer by layer, checkpointing after each conv so that
+    rerunning the same command resumes where it stopped."""
+    ck_path = checkpoint_path(args)
+    ck = load_checkpoint(ck_path, qdet)
+    if ck is None:
+        calibrate_activations(qdet, list(x.split(8)))
+        state = {"done": 0, "log": []}
+        save_checkpoint(ck_path, qdet, {"state": state})
+    else:
+        state = ck["state"]
+        print(f"resuming from {ck_path}: {state['done']} convs done")
+    return reconstruct(qdet, x, args.iters, args.batch, state,
+                       save=lambda s: save_checkpoint(ck_path, qdet, {"state": s}),
+                       seed=args.seed)  # fmt: skip
 
 
 def evaluate_artifact(art: Any) -> dict[str, float]:

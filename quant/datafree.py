@@ -22,9 +22,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from models.darknet import Darknet
-from quant.calibrate import build, calibrate_activations
-from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
-from quant.reconstruct import reconstruct
+from quant.calibrate import build
+from quant.cli import calibrate_and_reconstruct, common_parser, finish
 
 
 def bn_statistics_loss(model: Darknet, x: Tensor) -> Tensor:
@@ -99,17 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     synth_path = Path(str(args.out) + ".synth.pt")
     x = synthesize(net, args.images, args.synth_size, args.synth_steps, args.synth_batch,
                    synth_path, args.seed)  # fmt: skip
-    ck_path = checkpoint_path(args)
-    ck = load_checkpoint(ck_path, qdet)
-    if ck is None:
-        calibrate_activations(qdet, list(x.split(8)))
-        state = {"done": 0, "log": []}
-        save_checkpoint(ck_path, qdet, {"state": state})
-    else:
-        state = ck["state"]
-    reconstruct(qdet, x, args.iters, args.batch, state,
-                save=lambda s: save_checkpoint(ck_path, qdet, {"state": s}),
-                seed=args.seed)  # fmt: skip
+    calibrate_and_reconstruct(args, qdet, x)
     meta = {
         "calibration": f"none real: {args.images} images synthesized from the BN statistics "
         f"({args.synth_size}x{args.synth_size}, {args.synth_steps} Adam steps per batch)",

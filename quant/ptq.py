@@ -16,10 +16,9 @@ import time
 import numpy as np
 import torch
 
-from quant.calibrate import build, calibrate_activations
-from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
+from quant.calibrate import build
+from quant.cli import calibrate_and_reconstruct, common_parser, finish
 from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
-from quant.reconstruct import reconstruct
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,18 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     order = np.random.default_rng(args.seed).permutation(len(paths))
     calib = [paths[i] for i in order[: args.calib]]
     x = letterbox_batch(calib, args.calib_size)
-    ck_path = checkpoint_path(args)
-    ck = load_checkpoint(ck_path, qdet)
-    if ck is None:
-        calibrate_activations(qdet, list(x.split(8)))
-        state = {"done": 0, "log": []}
-        save_checkpoint(ck_path, qdet, {"state": state})
-    else:
-        state = ck["state"]
-        print(f"resuming from {ck_path}: {state['done']} convs done")
-    state = reconstruct(qdet, x, args.iters, args.batch, state,
-                        save=lambda s: save_checkpoint(ck_path, qdet, {"state": s}),
-                        seed=args.seed)  # fmt: skip
+    calibrate_and_reconstruct(args, qdet, x)
     meta = {
         "calibration": f"{CALIB_SET}: {args.calib} images (seed {args.seed}), letterbox "
         f"{args.calib_size}",
