@@ -87,15 +87,20 @@ def equalize_depthwise(qdet: QuantDetector, max_factor: float = 16.0) -> int:
 
 @torch.no_grad()
 def calibrate_activations(
-    qdet: QuantDetector, batches: list[Tensor], per_tensor: int = 400_000, seed: int = 0
-) -> None:
+    qdet: QuantDetector, batches: list[Tensor], per_tensor: int = 400_000, seed: int = 0,
+    quantized_weights: bool = False,
+) -> None:  # fmt: skip
     """MSE-optimal clip range of every activation quant group from float-mode outputs (tied
-    concat groups get the union of their producers' values)."""
+    concat groups get the union of their producers' values). ``quantized_weights``: measure
+    them with the weights fake-quantized (activations in float), as QAT does when it switches
+    activation quantization on after weights-only steps."""
+    was = [q.enabled for q in qdet.aq]
+    qdet.set_act_quant(False)
     gen = torch.Generator().manual_seed(seed)
     samples: dict[int, list[Tensor]] = {}
     producers = {n.name: n.group for n in qdet.nodes if n.op in ("conv", "add")}
     for x in batches:
-        _, kept = qdet.forward_real(x, quantize=False, keep=set(producers))
+        _, kept = qdet.forward_real(x, quantize=quantized_weights, keep=set(producers))
         for name, t in kept.items():
             flat = t.flatten()
             k = min(per_tensor // len(batches), flat.numel())
@@ -105,6 +110,8 @@ def calibrate_activations(
                                                             flat.max()[None]])  # fmt: skip
     for g, parts in samples.items():
         qdet.aq[g].calibrate(torch.cat(parts))
+    for q, e in zip(qdet.aq, was, strict=True):
+        q.enabled = e
     qdet.invalidate()
 
 

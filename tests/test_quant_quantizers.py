@@ -82,3 +82,33 @@ def test_act_quantizer_grid_and_calibration() -> None:
     q.lo = lo
     q(x).sum().backward()
     assert lo.grad is not None
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([4, 8]), seed=st.integers(0, 2**31 - 1))
+def test_act_quantizer_fused_forward_and_lsq_gradients(bits: int, seed: int) -> None:
+    """The hand-fused quantizer: forward equals the textbook expression bit for bit; gradients
+    equal LSQ's definition (range test on the unrounded value) computed in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    q = ActQuantizer(bits)
+    lo = -float(torch.rand(1, generator=gen)) * 2
+    hi = float(torch.rand(1, generator=gen)) * 5 + 0.1
+    q.lo.data.fill_(lo)
+    q.hi.data.fill_(hi)
+    x = (torch.randn(3, 5, 7, 7, generator=gen) * 3).requires_grad_()
+    g = torch.randn(3, 5, 7, 7, generator=gen)
+    y = q(x)
+    (y * g).sum().backward()
+    lo32, hi32 = q.lo.detach().clamp(max=0.0), q.hi.detach().clamp(min=0.0)
+    s32 = torch.clamp((hi32 - lo32) / q.qmax, min=1e-8)  # float32, as the module computes it
+    z = float(torch.clamp(torch.round(-q.lo.detach() / s32), 0, q.qmax))
+    ref = (torch.clamp(torch.round(x.detach() / s32) + z, 0, q.qmax) - z) * s32
+    assert torch.equal(y.detach(), ref), f"seed {seed}"
+    v = x.detach().double() / float(s32)
+    inside = (v + z >= 0) & (v + z <= q.qmax)
+    assert torch.equal(x.grad, g * inside), f"seed {seed}"
+    ds = torch.where(inside, v.round() - v, (v + z).clamp(0, q.qmax) - z)
+    gs = float((g.double() * ds).sum())
+    # s = (hi - lo) / qmax: d/dhi = gs / qmax, d/dlo = -gs / qmax
+    assert abs(float(q.hi.grad) - gs / q.qmax) <= 1e-3 * (1 + abs(gs / q.qmax)), f"seed {seed}"
+    assert abs(float(q.lo.grad) + gs / q.qmax) <= 1e-3 * (1 + abs(gs / q.qmax)), f"seed {seed}"
