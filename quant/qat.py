@@ -18,7 +18,13 @@ command. Starts from a PTQ checkpoint (--init) or from plain calibration.
 
 Distributed: under `torchrun --nproc_per_node N` each process takes its own crops and gradients
 are averaged (DistributedDataParallel, gloo on CPU / nccl on GPU); rank 0 writes checkpoints and
-the artifact. The VOC detection loss is not implemented (no labelled training path was given).
+the artifact.
+
+Labelled data: with --voc PATH (a VOC-layout folder with labels for training, e.g. a user's
+VOCdevkit/VOC2012 - not the bundled data/voc2012-sample, which is the evaluation set) every step
+also draws a batch of the same size of letterboxed, randomly flipped VOC images at --crop size
+(quant.yolo_loss.VocTrainSet) and adds --det-weight times darknet's YOLOv3 detection loss of
+the student's raw heads on it (quant.yolo_loss.yolo_v3_loss) to the distillation loss.
 """
 
 from __future__ import annotations
@@ -34,28 +40,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from models.evaluate import VOC_CLASSES
 from quant.calibrate import build, calibrate_activations
 from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
 from quant.model import LayerFormat, QuantDetector
+from quant.yolo_loss import VocTrainSet, yolo_v3_loss
 
 
 class Distill(nn.Module):
-    """Student forward + loss against the frozen float teacher (one module, so DDP wraps it)."""
+    """Student forward + loss against the frozen float teacher, plus the optional detection
+    loss on a labelled batch (one module, so DDP wraps it and sees every parameter's use)."""
 
     def __init__(
         self, student: QuantDetector, teacher: QuantDetector, feat_weight: float,
-        head_loss: str = "raw",
+        head_loss: str = "raw", det_weight: float = 1.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.head_loss = head_loss
+        self.det_weight = det_weight
         self.na = [len(s.mask) for s in student.head_specs]
         self.student = student
         self.teacher = teacher
         self.feat_weight = feat_weight
         self.feats = {n.name for n in student.nodes if n.op == "add"}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, labelled: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Distillation loss on ``x``; with ``labelled`` = (images, targets as VocTrainSet
+        gives them), plus det_weight x the YOLOv3 loss of the student on those images."""
         with torch.no_grad():
             th, tf = self.teacher.forward_real(x, quantize=False, keep=self.feats)
         sh, sf = self.student.forward_real(x, quantize=True, keep=self.feats)
@@ -63,6 +75,11 @@ class Distill(nn.Module):
         if self.feats and self.feat_weight > 0:
             fl = sum(F.mse_loss(sf[k], tf[k]) / (tf[k].var() + 1e-6) for k in self.feats)
             loss = loss + self.feat_weight * fl / len(self.feats)
+        if labelled is not None:
+            lx, lt = labelled
+            heads, _ = self.student.forward_real(lx, quantize=True)
+            det = yolo_v3_loss(heads, lt, self.student.head_specs, (lx.shape[3], lx.shape[2]))
+            loss = loss + self.det_weight * det
         return loss
 
     def _head(self, s: Tensor, t: Tensor, anchors: int) -> Tensor:
@@ -99,6 +116,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--images", type=int, default=1000, help="unlabeled images used")
     ap.add_argument("--calib", type=int, default=64, help="calibration images without --init")
+    ap.add_argument("--voc", type=Path, default=None,
+                    help="labelled VOC-layout training folder (e.g. VOCdevkit/VOC2012; not the "
+                    "bundled data/voc2012-sample, which is for evaluation): adds the YOLOv3 "
+                    "detection loss on a batch of it every step")  # fmt: skip
+    ap.add_argument(
+        "--voc-set",
+        default="trainval",
+        help="ImageSets/Main/<name>.txt of --voc (all annotations if absent)",
+    )
+    ap.add_argument(
+        "--det-weight", type=float, default=1.0, help="weight of the detection loss (with --voc)"
+    )
     args = ap.parse_args(argv)
     args.argv, args.module = argv, "quant.qat"
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -113,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
     t0 = time.perf_counter()
+    # Read the labelled set first, so a wrong --voc fails before the model is built.
+    voc = VocTrainSet(args.voc, args.crop, args.voc_set) if args.voc is not None else None
     net, student = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
     teacher = QuantDetector(net, LayerFormat(), args.act_bits)  # float weights, BN folded
     teacher.requires_grad_(False)
@@ -128,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             calibrate_activations(student, list(calib.split(8)))
         ck = {"step": 0}
     student.invalidate()
-    model = Distill(student, teacher, args.feat_weight, args.head_loss).to(device)
+    model = Distill(student, teacher, args.feat_weight, args.head_loss, args.det_weight).to(device)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -153,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
 
     student.set_act_quant(step >= switch)
     sampler = CropSampler(paths, args.crop, seed=args.seed * 1000 + rank + step)
+    if voc is not None:
+        if any(h.classes != len(VOC_CLASSES) for h in student.head_specs):
+            raise SystemExit(f"--voc: {args.model} does not have the {len(VOC_CLASSES)} classes")
+        voc.reseed(args.seed * 1000 + rank + step + 500)
     ddp: nn.Module = model
     if distributed:
         ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -163,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             quantize_activations()
             bar.write(f"step {step}: activations quantized from here on")
         x = sampler.batch(args.batch).to(device)
-        loss = ddp(x)
+        labelled = None
+        if voc is not None:
+            lx, lt = voc.batch(args.batch)
+            labelled = (lx.to(device), lt.to(device))
+        loss = ddp(x, labelled)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -187,7 +226,14 @@ def main(argv: list[str] | None = None) -> None:
             f"activations), batch {args.batch}, "
             f"{args.crop}x{args.crop} crops of {CALIB_SET} ({len(paths)} images), Adam "
             f"{args.lr} cosine, head loss {args.head_loss} + {args.feat_weight} x shortcut-feature "
-            "MSE",
+            "MSE"
+            + (
+                f" + {args.det_weight} x YOLOv3 detection loss on {args.crop}x{args.crop} "
+                f"letterboxed, flipped labelled images of {args.voc} ({len(voc)} images, set "
+                f"{voc.source}, difficult objects excluded), batch {args.batch}"
+                if voc is not None
+                else ""
+            ),
             "init": str(args.init) if args.init else "calibration only",
             "loss_first_last_20": [
                 sum(losses[:20]) / max(1, len(losses[:20])),

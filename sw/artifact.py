@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -575,6 +575,16 @@ def _parse(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Artifact:
     )
     validate(art)
     return art
+
+
+def with_input_size(art: Artifact, height: int, width: int) -> Artifact:
+    """The same network for another input size (every constant of a fully convolutional
+    artifact is size-independent; only the input shape and so the head grids change).
+    Validated: a size the graph cannot take (odd sizes at a stride-2 concat, say) raises
+    :class:`ArtifactError` naming the node."""
+    out = replace(art, input_shape=(art.input_shape[0], height, width))
+    validate(out)
+    return out
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:

@@ -318,3 +318,21 @@ def test_builder_rejects_unsupported_formats() -> None:
         artifact.encode_codes(np.array([-128]), "int", 8)
     with pytest.raises(ArtifactError):
         artifact.encode_codes(np.array([0]), "binary", 1)
+
+
+def test_with_input_size_keeps_the_integers() -> None:
+    """A detector exported at 512 runs at 320 with the same constants (bench/accuracy.py
+    --size): every head grid shrinks by the same factor; an impossible size is refused."""
+    from models.paths import REPO_ROOT
+
+    art = artifact.load(REPO_ROOT / "models/artifacts/yolo-fastest-voc-w4a8-dw8.npz")
+    small = artifact.with_input_size(art, 64, 96)
+    shapes = artifact.validate(small)
+    big = artifact.validate(art)
+    for o in art.outputs:
+        assert shapes[o.node][1:] == (big[o.node][1] * 64 // 512, big[o.node][2] * 96 // 512)
+    assert all(a.tensors.keys() == b.tensors.keys() for a, b in zip(art.nodes, small.nodes))
+    out = run_network(small, np.random.default_rng(0).integers(0, 256, (3, 64, 96), dtype=np.uint8))
+    assert all(out[o.node].shape == shapes[o.node] for o in small.outputs)
+    with pytest.raises(ArtifactError, match="node"):
+        artifact.with_input_size(art, 80, 80)  # 80 / 32 -> 3, upsampled 6 != 5
