@@ -331,7 +331,9 @@ def test_with_input_size_keeps_the_integers() -> None:
     big = artifact.validate(art)
     for o in art.outputs:
         assert shapes[o.node][1:] == (big[o.node][1] * 64 // 512, big[o.node][2] * 96 // 512)
-    assert all(a.tensors.keys() == b.tensors.keys() for a, b in zip(art.nodes, small.nodes))
+    assert all(
+        a.tensors.keys() == b.tensors.keys() for a, b in zip(art.nodes, small.nodes, strict=True)
+    )
     out = run_network(small, np.random.default_rng(0).integers(0, 256, (3, 64, 96), dtype=np.uint8))
     assert all(out[o.node].shape == shapes[o.node] for o in small.outputs)
     with pytest.raises(ArtifactError, match="node"):
