@@ -1,5 +1,6 @@
-"""Data-free quantization: synthesize images from the stored batch-norm statistics, then run the
-PTQ pipeline (calibration + layer-wise reconstruction) on them.
+"""Data-free quantization: synthesize images from the stored batch-norm statistics, run the
+PTQ pipeline (calibration + layer-wise reconstruction) on them, then fine-tune by distillation
+from the float model on them (--steps, the loop of quant.qat; 0 skips it).
 
     python -m quant.datafree --model yolo-fastest-voc --dw-format int8 --size 512 \
         --out models/artifacts/yolo-fastest-voc-w4a8-dw8-datafree.npz --eval
@@ -9,7 +10,8 @@ stay in [0, 1]) optimised by Adam so that, at every BN layer of the float model,
 and standard deviation of the conv output (before BN) match the running mean and sqrt(running
 variance) stored in the weights file, plus a small total-variation prior for smooth images. No
 real image is read at any point. The synthetic set is saved (<out>.synth.pt) after each batch,
-and the reconstruction checkpoints after every conv, so a killed run resumes.
+the reconstruction checkpoints after every conv and the fine-tuning (<checkpoint>.ft.pt) every
+--ckpt-every steps, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from tqdm import tqdm
 
 from models.darknet import Darknet
 from quant.calibrate import build
-from quant.cli import calibrate_and_reconstruct, common_parser, finish
+from quant.cli import (
+    calibrate_and_reconstruct,
+    checkpoint_path,
+    common_parser,
+    finish,
+    load_checkpoint,
+)
+from quant.qat import TensorSampler, add_training_args, distill
 
 
 def bn_statistics_loss(model: Darknet, x: Tensor) -> Tensor:
@@ -88,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--synth-steps", type=int, default=300)
     ap.add_argument("--synth-batch", type=int, default=16)
     ap.add_argument("--iters", type=int, default=200, help="reconstruction steps per conv")
-    ap.add_argument("--batch", type=int, default=8)
+    add_training_args(ap, steps=500, crop=None)
+    ap.set_defaults(batch=8)
     args = ap.parse_args(argv)
+    args.det_weight = 0.0
     args.argv, args.module = argv, "quant.datafree"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -99,13 +110,26 @@ def main(argv: list[str] | None = None) -> None:
     x = synthesize(net, args.images, args.synth_size, args.synth_steps, args.synth_batch,
                    synth_path, args.seed)  # fmt: skip
     calibrate_and_reconstruct(args, qdet, x)
+    finetune = "none"
+    if args.steps > 0:
+        ft_path = Path(str(checkpoint_path(args)) + ".ft.pt")
+        ck = load_checkpoint(ft_path, qdet) or {"step": 0}
+        source = TensorSampler(x, seed=args.seed * 1000 + int(ck["step"]))
+        summary = distill(args, net, qdet, source, x, ft_path, ck, desc="fine-tune")
+        finetune = (
+            f"distillation from float on the synthetic images (flips), {args.steps} steps "
+            f"({summary['weights_only_steps']} with float activations), batch {args.batch}, "
+            f"Adam {args.lr} cosine; loss first/last 20 {summary['loss_first_last_20']}"
+        )
     meta = {
         "calibration": f"none real: {args.images} images synthesized from the BN statistics "
         f"({args.synth_size}x{args.synth_size}, {args.synth_steps} Adam steps per batch)",
         "reconstruction": f"{args.iters} Adam steps per conv, batch {args.batch}",
+        "fine_tuning": finetune,
         "equalization": bool(args.equalize),
     }
-    finish(args, qdet, "datafree: BN-statistics synthesis + layer-wise reconstruction", meta, t0)
+    method = "datafree: BN-statistics synthesis + layer-wise reconstruction"
+    finish(args, qdet, method + (" + distillation" if args.steps > 0 else ""), meta, t0)
 
 
 if __name__ == "__main__":

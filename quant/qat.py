@@ -29,10 +29,12 @@ the student's raw heads on it (quant.yolo_loss.yolo_v3_loss) to the distillation
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
 from quant.calibrate import build, calibrate_activations
 from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
@@ -97,23 +100,136 @@ class Distill(nn.Module):
         return F.mse_loss(ss, ts) / (ts.var() + 1e-6) + wh
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = common_parser(__doc__ or "")
-    ap.add_argument("--init", type=Path, default=None, help="PTQ checkpoint to start from")
-    ap.add_argument("--steps", type=int, default=1400)
+class BatchSource(Protocol):
+    def batch(self, n: int) -> Tensor: ...
+
+
+class TensorSampler:
+    """Random batches (with horizontal flips) from a fixed image tensor: the synthetic images
+    of quant.datafree."""
+
+    def __init__(self, images: Tensor, seed: int = 0) -> None:
+        self.images = images
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, n: int) -> Tensor:
+        idx = torch.randint(0, len(self.images), (n,), generator=self.gen)
+        x = self.images[idx].clone()
+        flip = torch.rand(n, generator=self.gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        return x
+
+
+def add_training_args(
+    ap: argparse.ArgumentParser, steps: int = 1400, crop: int | None = 320
+) -> None:
+    """The distillation options shared by quant.qat and quant.datafree's fine-tuning."""
+    ap.add_argument("--steps", type=int, default=steps, help="distillation steps")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--crop", type=int, default=320)
+    if crop is not None:
+        ap.add_argument("--crop", type=int, default=crop, help="training image size")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--feat-weight", type=float, default=0.5)
     ap.add_argument("--head-loss", default="raw", choices=("yolo", "raw"),
                     help="yolo: sigmoid(x, y, obj, cls) + raw w, h; raw: raw outputs")  # fmt: skip
-    ap.add_argument(
-        "--weights-only-frac",
-        type=float,
-        default=0.7,
-        help="fraction of the steps with activations in float (0: all quantized)",
-    )
+    ap.add_argument("--weights-only-frac", type=float, default=0.7,
+                    help="fraction of the steps with float activations (0: none)")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
+
+
+def distill(
+    args: argparse.Namespace,
+    net: Darknet,
+    student: QuantDetector,
+    source: BatchSource,
+    calib_x: Tensor,
+    ck_path: Path,
+    ck: dict[str, Any],
+    voc: VocTrainSet | None = None,
+    device: torch.device | None = None,
+    rank: int = 0,
+    distributed: bool = False,
+    desc: str = "qat",
+) -> dict[str, Any]:
+    """Fine-tune ``student`` by distillation from the float ``net`` on batches of ``source``
+    (the loop of quant.qat; quant.datafree runs it on synthetic images). ``ck`` is the resumed
+    checkpoint ({"step": 0} for a fresh run); a checkpoint goes to ``ck_path`` every
+    --ckpt-every steps. ``calib_x``: images that calibrate the activation ranges when they are
+    switched on (the same on every rank). Returns the training summary for the metadata."""
+    device = device or torch.device("cpu")
+    teacher = QuantDetector(net, LayerFormat(), args.act_bits)  # float weights, BN folded
+    teacher.requires_grad_(False)
+    model = Distill(student, teacher, args.feat_weight, args.head_loss, args.det_weight).to(device)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+    )
+    if "opt" in ck:
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+    step = int(ck["step"])
+    if not 0.0 <= args.weights_only_frac <= 1.0:
+        raise SystemExit(f"--weights-only-frac {args.weights_only_frac} is not in [0, 1]")
+    switch = round(args.weights_only_frac * args.steps)
+
+    def quantize_activations() -> None:
+        """Calibrate the activation ranges on the fine-tuned weights (the same images on
+        every rank, so the ranks agree) and train with them from here on."""
+        batches = [b.to(device) for b in calib_x.split(8)]
+        calibrate_activations(student, batches, quantized_weights=True)
+        student.set_act_quant(True)
+
+    student.set_act_quant(step >= switch)
+    if voc is not None:
+        if any(h.classes != len(VOC_CLASSES) for h in student.head_specs):
+            raise SystemExit(f"--voc: {args.model} does not have the {len(VOC_CLASSES)} classes")
+        voc.reseed(args.seed * 1000 + rank + step + 500)
+    ddp: nn.Module = model
+    if distributed:
+        ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    bar = tqdm(total=args.steps, initial=step, desc=desc, disable=rank != 0)
+    losses: list[float] = list(ck.get("losses", []))
+    while step < args.steps:
+        if step == switch and switch > 0:
+            quantize_activations()
+            bar.write(f"step {step}: activations quantized from here on")
+        x = source.batch(args.batch).to(device)
+        labelled = None
+        if voc is not None:
+            lx, lt = voc.batch(args.batch)
+            labelled = (lx.to(device), lt.to(device))
+        loss = ddp(x, labelled)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        if rank == 0 and (step % args.ckpt_every == 0 or step == args.steps):
+            save_checkpoint(ck_path, student, {"step": step, "opt": opt.state_dict(),
+                                               "sched": sched.state_dict(),
+                                               "losses": losses})  # fmt: skip
+    bar.close()
+    if not all(q.enabled for q in student.aq):  # --weights-only-frac 1
+        quantize_activations()
+    student.invalidate()
+    return {
+        "steps": args.steps,
+        "weights_only_steps": switch,
+        "loss_first_last_20": [
+            sum(losses[:20]) / max(1, len(losses[:20])),
+            sum(losses[-20:]) / max(1, len(losses[-20:])),
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = common_parser(__doc__ or "")
+    ap.add_argument("--init", type=Path, default=None, help="PTQ checkpoint to start from")
+    add_training_args(ap)
     ap.add_argument("--images", type=int, default=1000, help="unlabeled images used")
     ap.add_argument("--calib", type=int, default=64, help="calibration images without --init")
     ap.add_argument("--voc", type=Path, default=None,
@@ -145,9 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     # Read the labelled set first, so a wrong --voc fails before the model is built.
     voc = VocTrainSet(args.voc, args.crop, args.voc_set) if args.voc is not None else None
     net, student = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
-    teacher = QuantDetector(net, LayerFormat(), args.act_bits)  # float weights, BN folded
-    teacher.requires_grad_(False)
     paths = unlabeled_images()[: args.images]
+    calib_x = letterbox_batch(paths[: args.calib], args.crop)
     ck_path = checkpoint_path(args)
     ck = load_checkpoint(ck_path, student)
     if ck is None:
@@ -155,75 +270,17 @@ def main(argv: list[str] | None = None) -> None:
             init = torch.load(args.init, weights_only=False)
             student.load_state_dict(init["model"])
         else:
-            calib = letterbox_batch(paths[: args.calib], args.crop)
-            calibrate_activations(student, list(calib.split(8)))
+            calibrate_activations(student, list(calib_x.split(8)))
         ck = {"step": 0}
     student.invalidate()
-    model = Distill(student, teacher, args.feat_weight, args.head_loss, args.det_weight).to(device)
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-    )
-    if "opt" in ck:
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-    step = int(ck["step"])
-    if not 0.0 <= args.weights_only_frac <= 1.0:
-        raise SystemExit(f"--weights-only-frac {args.weights_only_frac} is not in [0, 1]")
-    switch = round(args.weights_only_frac * args.steps)
-    calib_x = letterbox_batch(paths[: args.calib], args.crop) if switch > 0 else None
-
-    def quantize_activations() -> None:
-        """Calibrate the activation ranges on the fine-tuned weights (the same images on
-        every rank, so the ranks agree) and train with them from here on."""
-        assert calib_x is not None
-        batches = [b.to(device) for b in calib_x.split(8)]
-        calibrate_activations(student, batches, quantized_weights=True)
-        student.set_act_quant(True)
-
-    student.set_act_quant(step >= switch)
-    sampler = CropSampler(paths, args.crop, seed=args.seed * 1000 + rank + step)
-    if voc is not None:
-        if any(h.classes != len(VOC_CLASSES) for h in student.head_specs):
-            raise SystemExit(f"--voc: {args.model} does not have the {len(VOC_CLASSES)} classes")
-        voc.reseed(args.seed * 1000 + rank + step + 500)
-    ddp: nn.Module = model
-    if distributed:
-        ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    bar = tqdm(total=args.steps, initial=step, desc="qat", disable=rank != 0)
-    losses: list[float] = list(ck.get("losses", []))
-    while step < args.steps:
-        if step == switch and switch > 0:
-            quantize_activations()
-            bar.write(f"step {step}: activations quantized from here on")
-        x = sampler.batch(args.batch).to(device)
-        labelled = None
-        if voc is not None:
-            lx, lt = voc.batch(args.batch)
-            labelled = (lx.to(device), lt.to(device))
-        loss = ddp(x, labelled)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        losses.append(float(loss))
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-        if rank == 0 and (step % args.ckpt_every == 0 or step == args.steps):
-            save_checkpoint(ck_path, student, {"step": step, "opt": opt.state_dict(),
-                                               "sched": sched.state_dict(),
-                                               "losses": losses})  # fmt: skip
-    bar.close()
-    if not all(q.enabled for q in student.aq):  # --weights-only-frac 1
-        quantize_activations()
-    student.invalidate()
+    sampler = CropSampler(paths, args.crop, seed=args.seed * 1000 + rank + int(ck["step"]))
+    summary = distill(args, net, student, sampler, calib_x, ck_path, ck, voc=voc, device=device,
+                      rank=rank, distributed=distributed)  # fmt: skip
     if rank == 0:
         student.cpu()
         meta = {
-            "training": f"distillation from float, {args.steps} steps ({switch} with float "
-            f"activations), batch {args.batch}, "
+            "training": f"distillation from float, {args.steps} steps "
+            f"({summary['weights_only_steps']} with float activations), batch {args.batch}, "
             f"{args.crop}x{args.crop} crops of {CALIB_SET} ({len(paths)} images), Adam "
             f"{args.lr} cosine, head loss {args.head_loss} + {args.feat_weight} x shortcut-feature "
             "MSE"
@@ -235,10 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                 else ""
             ),
             "init": str(args.init) if args.init else "calibration only",
-            "loss_first_last_20": [
-                sum(losses[:20]) / max(1, len(losses[:20])),
-                sum(losses[-20:]) / max(1, len(losses[-20:])),
-            ],
+            "loss_first_last_20": summary["loss_first_last_20"],
         }
         finish(args, student, "qat: distillation fine-tuning", meta, t0)
     if distributed:
