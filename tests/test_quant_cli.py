@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,3 +55,16 @@ def test_qat_and_datafree_commands(tmp_path: Path) -> None:
     assert md["method"].startswith("datafree") and md["method"].endswith("distillation")
     ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=False)
     assert ft["step"] == 2 and len(ft["losses"]) == 2
+
+
+def test_plot_losses(tmp_path: Path) -> None:
+    from quant import plot_losses
+
+    ck = tmp_path / "run.ckpt.pt"
+    torch.save({"losses": list(np.geomspace(2.0, 0.1, 120))}, ck)
+    out = tmp_path / "img" / "loss.png"
+    plot_losses.main([f"{ck}=run", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    torch.save({"state": {}}, ck)
+    with pytest.raises(SystemExit, match="records no losses"):
+        plot_losses.main([str(ck), "--out", str(out)])
