@@ -143,10 +143,13 @@ bench-sw:
 	$(RUN) $(VPY) bench/runtime.py
 
 # Accuracy of the float detectors and of every committed artifact -> bench/results/accuracy.json
-# and the table in docs/accuracy.md (about 25 minutes on 2 cores).
+# and the table in docs/accuracy.md (about 30 minutes on 2 cores; TUD person AP measured by
+# `bench/accuracy.py artifact PATH --mot` stays while the file is unchanged).
 eval:
 	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-voc --size 512 --mot
 	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-xl-voc --size 512 --mot
+	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-voc --size 320 --mot
+	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-xl-voc --size 320 --mot
 	for a in models/artifacts/*.npz; do $(RUN) $(VPY) bench/accuracy.py artifact "$$a"; done
 	$(RUN) $(VPY) bench/accuracy.py table
 

@@ -1,0 +1,26 @@
+"""bench/accuracy.py's results file: a VOC-only rerun keeps a TUD figure only for the same file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.accuracy import KEYS, merge_result
+
+
+def test_merge_keeps_tud_only_for_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "accuracy.json"
+    key = "w4a8_qat_map_xl_512"
+    base = {"map": 0.7, "map_11pt": 0.7, "size": 512, "source": "a.npz", "sha256": "aa"}
+    merge_result(key, {**base, "tud_person_ap": 0.8, "command": "x --mot"}, path)
+    merge_result(key, {**base, "map": 0.71}, path)  # same file, VOC only
+    doc = json.loads(path.read_text())
+    assert doc["results"][key]["map"] == 0.71
+    assert doc["results"][key]["tud_person_ap"] == 0.8
+    assert doc["results"][key]["tud_command"] == "x --mot"
+    merge_result(key, {**base, "sha256": "bb"}, path)  # the file changed: TUD is stale
+    doc = json.loads(path.read_text())
+    assert "tud_person_ap" not in doc["results"][key]
+    # every key the issue names is either measured or listed as missing with a reason
+    assert set(KEYS) <= set(doc["results"]) | set(doc["missing"])
+    assert "float_map_xl_320" in KEYS and key not in doc["missing"]
