@@ -134,6 +134,22 @@ def record(path: str, key: str | None) -> None:
     merge_result(key, entry)
 
 
+def stamp_tud(path: Path, ap: float, entry: dict[str, Any]) -> None:
+    """Write the measured TUD person AP into the artifact's metadata (the file is rewritten,
+    validated and atomically, so its SHA-256 in ``entry`` is updated)."""
+    from sw import artifact as artmod
+
+    art = artmod.load(path)
+    measured = dict(art.metadata.get("measured", {}))
+    measured["tud_person_ap"] = ap
+    measured["tud_dataset"] = (
+        f"data/video/TUD-Stadtmitte (179 frames, MOT15 gt), {art.input_shape[1]} letterbox"
+    )
+    art.metadata = {**art.metadata, "measured": measured}
+    artmod.save(art, path)
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 DOC = REPO_ROOT / "docs" / "accuracy.md"
 BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
 
@@ -169,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("artifact", help="a quantized artifact (.npz)")
     a.add_argument("path")
     a.add_argument("--reference", action="store_true", help="run sim.reference (slow)")
+    a.add_argument("--stamp", action="store_true",
+                   help="with --mot: store the TUD person AP in the artifact's metadata "
+                   "(sw.app picks the demo model by it)")  # fmt: skip
     sub.add_parser("table", help="rewrite the table in docs/accuracy.md from accuracy.json")
     r = sub.add_parser("record", help="record the mAP an artifact's producing run measured")
     r.add_argument("path")
@@ -226,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
         mot = evaluate_mot(detect, data_dir() / "video" / "TUD-Stadtmitte", with_curves=False)
         entry["tud_person_ap"] = mot["ap_all"]
     entry["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.what == "artifact" and args.stamp:
+        if not args.mot or args.size != art.input_shape[1]:
+            raise SystemExit("--stamp needs --mot at the artifact's own size")
+        stamp_tud(Path(args.path), entry["tud_person_ap"], entry)
     print(json.dumps({key: entry}, indent=1))
     if not args.no_save:
         merge_result(key, entry)

@@ -66,16 +66,22 @@ def peak_rss_mb() -> float | None:
     return _proc_status_mb("VmHWM")
 
 
-def _measured_map(meta: dict[str, Any]) -> float:
-    """The mAP the quantizer measured and stored (quant/cli.py), -1 when none."""
+def _measured(meta: dict[str, Any]) -> tuple[float, float]:
+    """(TUD person AP, VOC-sample mAP) stored in the metadata (quant/cli.py --eval,
+    bench/accuracy.py --stamp), -1 for a figure that is not there."""
     m = meta.get("measured", {})
-    v = m.get("voc_sample_map_all") if isinstance(m, dict) else None
-    return float(v) if isinstance(v, int | float) else -1.0
+    m = m if isinstance(m, dict) else {}
+
+    def num(key: str) -> float:
+        v = m.get(key)
+        return float(v) if isinstance(v, int | float) else -1.0
+
+    return num("tud_person_ap"), num("voc_sample_map_all")
 
 
 def find_default_artifact(folder: Path = ARTIFACT_DIR) -> Path:
-    """The best committed Yolo-Fastest artifact: highest measured mAP in its metadata (then
-    name)."""
+    """The best committed Yolo-Fastest artifact for the surveillance demo: highest measured
+    person AP on TUD-Stadtmitte in its metadata, then highest VOC-sample mAP, then name."""
     # Yolo-Fastest itself (not -XL): the demo model the issue names, and the faster one.
     cands = sorted(folder.glob("yolo-fastest-voc*.npz")) if folder.is_dir() else []
     if not cands:
@@ -86,7 +92,7 @@ def find_default_artifact(folder: Path = ARTIFACT_DIR) -> Path:
             meta = artifact_mod.load(p).metadata
         except ArtifactError:
             continue
-        scored.append((_measured_map(meta), p))
+        scored.append((_measured(meta), p))
     if not scored:
         raise UsageError(f"no loadable artifact under {folder}/ (pass --model PATH)")
     return max(scored, key=lambda s: (s[0], str(s[1])))[1]

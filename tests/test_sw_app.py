@@ -333,3 +333,20 @@ def test_show_without_gui_is_one_line(tmp_path, capsys, model, clip) -> None:
         "error: this OpenCV build has no GUI support (opencv-python-headless); use --serve PORT "
         "to watch in a browser, or write the mp4"
     ]
+
+
+def test_default_artifact_prefers_measured_person_ap(tmp_path: Path) -> None:
+    """The demo model: best TUD person AP, then best VOC mAP; unreadable files are skipped and
+    an empty folder is a one-line usage error."""
+    with pytest.raises(app.UsageError, match="no model artifact"):
+        app.find_default_artifact(tmp_path)
+    figures = {"a": {"voc_sample_map_all": 0.60}, "b": {"voc_sample_map_all": 0.58,
+               "tud_person_ap": 0.80}, "c": {"voc_sample_map_all": 0.59}}  # fmt: skip
+    for name, measured in figures.items():
+        art = random_network(np.random.default_rng(5), height=32, width=32)
+        art.metadata = {"measured": measured}
+        save(art, tmp_path / f"yolo-fastest-voc-{name}.npz")
+    (tmp_path / "yolo-fastest-voc-zz.npz").write_bytes(b"not an artifact")
+    assert app.find_default_artifact(tmp_path).name == "yolo-fastest-voc-b.npz"
+    (tmp_path / "yolo-fastest-voc-b.npz").unlink()
+    assert app.find_default_artifact(tmp_path).name == "yolo-fastest-voc-a.npz"
