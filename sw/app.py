@@ -296,7 +296,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "input": args.input,
         "model": str(model_path),
         "model_name": art.name,
-        # The accuracy the quantizer measured for this model (VOC sample), so a reader of the
+        # The accuracy measured for this model (VOC sample, TUD person AP), so a reader of the
         # report knows what the boxes are worth.
         "model_measured": art.metadata.get("measured", {}),
         "backend": args.backend,
