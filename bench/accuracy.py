@@ -129,6 +129,7 @@ def record(path: str, key: str | None) -> None:
         "method": art.metadata.get("method"),
         "seconds": m.get("eval_seconds"),
         "note": "measured by the producing command's --eval on the exported artifact",
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
     }
     print(json.dumps({key: entry}, indent=1))
     merge_result(key, entry)
