@@ -1,8 +1,10 @@
 """Quantization-aware fine-tuning by distillation from the float model on unlabeled images.
 
-    python -m quant.qat --model yolo-fastest-voc --dw-format int8 --act-bits 8 --size 512 \
-        --init models/artifacts/yolo-fastest-voc-w4a8-dw8.npz.ckpt.pt --steps 1500 \
-        --out models/artifacts/yolo-fastest-voc-w4a8-dw8-qat.npz --eval
+    python -m quant.qat --model yolo-fastest-voc --dw-format pow2 --act-bits 8 --size 512 \
+        --threads 2 --out models/artifacts/yolo-fastest-voc-w4a8-qat.npz --eval
+
+(the defaults are the measured recipe: 1,400 steps of batch 16 at 320x320; 39 minutes for
+Yolo-Fastest on 2 CPU threads; models/artifacts/*-qat.NOTES.md)
 
 Student: QuantDetector in fake-quant mode (weights STE with learned per-channel scale, LSQ-style
 learned activation clip ranges, bias on the accumulator grid). Teacher: the same graph with the
