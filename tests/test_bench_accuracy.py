@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
-from bench.accuracy import KEYS, merge_result
+from models.paths import REPO_ROOT
+
+# bench/ holds scripts, not an installed package: load the module from its file
+_spec = importlib.util.spec_from_file_location("bench_accuracy", REPO_ROOT / "bench/accuracy.py")
+assert _spec is not None and _spec.loader is not None
+accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accuracy)
+KEYS, merge_result = accuracy.KEYS, accuracy.merge_result
 
 
 def test_merge_keeps_tud_only_for_the_same_file(tmp_path: Path) -> None:
