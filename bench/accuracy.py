@@ -129,18 +129,22 @@ def record(path: str, key: str | None) -> None:
         "method": art.metadata.get("method"),
         "seconds": m.get("eval_seconds"),
         "note": "measured by the producing command's --eval on the exported artifact",
-        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "sha256": file_sha256(Path(path)),
     }
     print(json.dumps({key: entry}, indent=1))
     merge_result(key, entry)
 
 
-def stamp_tud(path: Path, ap: float, entry: dict[str, Any]) -> None:
-    """Write the measured TUD person AP into the artifact's metadata (the file is rewritten,
-    validated and atomically, so its SHA-256 in ``entry`` is updated)."""
+def file_sha256(path: Path) -> str:
+    """Identifies the measured file in an entry (merge_result keeps TUD only for the same)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stamp_tud(path: Path, art: Any, ap: float, entry: dict[str, Any]) -> None:
+    """Write the measured TUD person AP into the metadata of ``art`` (loaded from ``path``) and
+    save it there (validated, atomically; its SHA-256 in ``entry`` is updated)."""
     from sw import artifact as artmod
 
-    art = artmod.load(path)
     measured = dict(art.metadata.get("measured", {}))
     measured["tud_person_ap"] = ap
     measured["tud_dataset"] = (
@@ -148,7 +152,7 @@ def stamp_tud(path: Path, ap: float, entry: dict[str, Any]) -> None:
     )
     art.metadata = {**art.metadata, "measured": measured}
     artmod.save(art, path)
-    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    entry["sha256"] = file_sha256(path)
 
 
 DOC = REPO_ROOT / "docs" / "accuracy.md"
@@ -219,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         from quant.model import integer_runner
         from sw import artifact as artmod
 
-        art = artmod.load(args.path)
+        loaded = art = artmod.load(args.path)
+        if args.stamp and (not args.mot or args.size not in (None, loaded.input_shape[1])):
+            # checked before the evaluation: the stored figure must be the file's own size's
+            raise SystemExit("--stamp needs --mot at the artifact's own size")
         if args.size is None:
             args.size = art.input_shape[1]
         elif args.size != art.input_shape[1]:  # the same integers at another input size
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         detect = artifact_detect_fn(art, runner=runner)
         key = args.key or key_of(art)
         source = args.path
-        sha256 = hashlib.sha256(Path(args.path).read_bytes()).hexdigest()
+        sha256 = file_sha256(Path(args.path))
     voc = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.limit, with_curves=False)
     entry: dict[str, Any] = {
         "map": voc["map_all"],
@@ -247,9 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         entry["tud_person_ap"] = mot["ap_all"]
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     if args.what == "artifact" and args.stamp:
-        if not args.mot or args.size != art.input_shape[1]:
-            raise SystemExit("--stamp needs --mot at the artifact's own size")
-        stamp_tud(Path(args.path), entry["tud_person_ap"], entry)
+        stamp_tud(Path(args.path), loaded, entry["tud_person_ap"], entry)
     print(json.dumps({key: entry}, indent=1))
     if not args.no_save:
         merge_result(key, entry)

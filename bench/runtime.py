@@ -54,10 +54,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from models.paths import data_dir  # noqa: E402
-from sim.reference.randnet import random_add, random_conv  # noqa: E402
+from sim.darknet_net import random_artifact_from_cfg  # noqa: E402
 from sw import app  # noqa: E402
 from sw.accel_config import AccelConfig  # noqa: E402
-from sw.artifact import Artifact, Node, Output, Quant  # noqa: E402
+from sw.artifact import Artifact, Output, Quant  # noqa: E402
 from sw.backends.emu import EmuBackend  # noqa: E402
 from sw.compiler import compile_model  # noqa: E402
 from sw.draw import draw_detections  # noqa: E402
@@ -82,96 +82,11 @@ def rss_mb() -> float:
 
 
 def structural_artifact(cfg_path: Path, size: int = 512, seed: int = 0) -> Artifact:
-    """The darknet cfg's layers as an artifact with random weights (see the module docstring)."""
-    from models.darknet import (
-        ConvSpec,
-        DropoutSpec,
-        MaxpoolSpec,
-        RouteSpec,
-        ShortcutSpec,
-        UpsampleSpec,
-        YoloSpec,
-        parse_cfg,
-    )  # fmt: skip
-
-    rng = np.random.default_rng(seed)
-    cfg = parse_cfg(cfg_path)
-    inq = Quant(8, 0, float(np.float32(1 / 255)))
-    shapes: dict[str, tuple[int, int, int]] = {"image": (3, size, size)}
-    quants = {"image": inq}
-    nodes: list[Node] = []
-    by_index: dict[int, str] = {}
-    heads = set(cfg.head_indices)
-    prev = "image"
-
-    def push(n: Node, shape: tuple[int, int, int]) -> str:
-        nodes.append(n)
-        shapes[n.name], quants[n.name] = shape, n.quant
-        return n.name
-
-    for spec in cfg.layers:
-        i = spec.index
-        c, h, w = shapes[prev]
-        if isinstance(spec, ConvSpec):
-            dw = spec.groups > 1
-            n = random_conv(
-                rng, f"conv{i}", prev, shapes[prev], quants[prev], out_channels=spec.filters,
-                kernel=spec.size, stride=spec.stride, pad=spec.padding, depthwise=dw,
-                weight_format="int" if dw else "pow2", weight_bits=8 if dw else 4,
-                activation=spec.activation,
-            )  # fmt: skip
-            ho = (h + 2 * spec.padding - spec.size) // spec.stride + 1
-            wo = (w + 2 * spec.padding - spec.size) // spec.stride + 1
-            by_index[i] = push(n, (spec.filters, ho, wo))
-        elif isinstance(spec, ShortcutSpec):
-            src = by_index[spec.source]
-            by_index[i] = push(random_add(rng, f"add{i}", prev, quants[prev], src, quants[src]),
-                               shapes[prev])  # fmt: skip
-        elif isinstance(spec, RouteSpec):
-            srcs = [by_index[j] for j in spec.layers]
-            if len(srcs) == 1:
-                by_index[i] = srcs[0]
-            else:  # a concat needs one quantization: give every producer chain the first's
-                q = quants[srcs[0]]
-                for s in srcs[1:]:
-                    chain = [next(n for n in nodes if n.name == s)]
-                    while chain[-1].op in ("upsample", "maxpool"):
-                        chain.append(next(n for n in nodes if n.name == chain[-1].inputs[0]))
-                    for n in chain:
-                        n.quant = q
-                        quants[n.name] = q
-                shape = (sum(shapes[s][0] for s in srcs), *shapes[srcs[0]][1:])
-                by_index[i] = push(Node(f"route{i}", "concat", srcs, {}, q), shape)
-        elif isinstance(spec, UpsampleSpec):
-            by_index[i] = push(Node(f"up{i}", "upsample", [prev], {}, quants[prev]),
-                               (c, 2 * h, 2 * w))  # fmt: skip
-        elif isinstance(spec, MaxpoolSpec):
-            p0 = spec.padding // 2
-            attrs = {"kernel": spec.size, "stride": spec.stride, "pad_before": p0,
-                     "pad_after": spec.padding - p0}  # fmt: skip
-            ho = (h + spec.padding - spec.size) // spec.stride + 1
-            wo = (w + spec.padding - spec.size) // spec.stride + 1
-            by_index[i] = push(Node(f"pool{i}", "maxpool", [prev], attrs, quants[prev]),
-                               (c, ho, wo))  # fmt: skip
-        elif isinstance(spec, DropoutSpec | YoloSpec):
-            by_index[i] = prev
-        prev = by_index[i]
-    outs = [
-        Output(
-            by_index[y.index - 1],
-            "yolo",
-            {
-                "anchors": [[float(a), float(b)] for a, b in y.head_anchors],
-                "classes": y.classes,
-                "scale_x_y": y.scale_x_y,
-            },
-        )  # fmt: skip
-        for y in cfg.yolo_layers
-    ]
-    names = (data_dir() / "weights/darknet/voc.names").read_text().split()
-    del heads
-    art = Artifact(f"structural stand-in of {cfg_path.stem} (random weights)", "image",
-                   (3, size, size), inq, nodes, outs, classes=names)  # fmt: skip
+    """The darknet cfg's layers as an artifact with random weights (see the module docstring):
+    sim.darknet_net's generator, which bench/accelerator.py uses too, with the VOC names."""
+    art = random_artifact_from_cfg(str(cfg_path), size, seed)
+    art.name = f"structural stand-in of {cfg_path.stem} (random weights)"
+    art.classes = (data_dir() / "weights/darknet/voc.names").read_text().split()
     art.shapes()
     return art
 

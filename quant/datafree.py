@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     add_training_args(ap, steps=500, crop=None)
     ap.set_defaults(batch=8)
     args = ap.parse_args(argv)
-    args.det_weight = 0.0
     args.argv, args.module = argv, "quant.datafree"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -161,7 +161,8 @@ def distill(
     device = device or torch.device("cpu")
     teacher = QuantDetector(net, LayerFormat(), args.act_bits)  # float weights, BN folded
     teacher.requires_grad_(False)
-    model = Distill(student, teacher, args.feat_weight, args.head_loss, args.det_weight).to(device)
+    det_weight = args.det_weight if voc is not None else 0.0  # quant.datafree has no --voc
+    model = Distill(student, teacher, args.feat_weight, args.head_loss, det_weight).to(device)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(

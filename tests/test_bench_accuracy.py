@@ -32,3 +32,22 @@ def test_merge_keeps_tud_only_for_the_same_file(tmp_path: Path) -> None:
     # every key the issue names is either measured or listed as missing with a reason
     assert set(KEYS) <= set(doc["results"]) | set(doc["missing"])
     assert "float_map_xl_320" in KEYS and key not in doc["missing"]
+
+
+def test_stamp_tud_writes_the_figure_into_the_artifact(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sim.reference.randnet import random_network
+    from sw import artifact as artmod
+
+    path = tmp_path / "m.npz"
+    art = random_network(np.random.default_rng(1), height=32, width=32)
+    art.metadata = {"measured": {"voc_sample_map_all": 0.5}, "command": "c"}
+    artmod.save(art, path)
+    entry: dict = {"sha256": accuracy.file_sha256(path)}
+    before = entry["sha256"]
+    accuracy.stamp_tud(path, artmod.load(path), 0.75, entry)
+    md = artmod.load(path).metadata
+    assert md["measured"]["tud_person_ap"] == 0.75
+    assert md["measured"]["voc_sample_map_all"] == 0.5 and md["command"] == "c"
+    assert entry["sha256"] == accuracy.file_sha256(path) != before
