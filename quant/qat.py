@@ -35,6 +35,7 @@ import argparse
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,12 +132,21 @@ def add_training_args(
     if crop is not None:
         ap.add_argument("--crop", type=int, default=crop, help="training image size")
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="steps of linear learning-rate warm-up (use with --init: a fresh Adam "
+                    "moves every parameter by the full rate on its first steps)")  # fmt: skip
     ap.add_argument("--feat-weight", type=float, default=0.5)
     ap.add_argument("--head-loss", default="raw", choices=("yolo", "raw"),
                     help="yolo: sigmoid(x, y, obj, cls) + raw w, h; raw: raw outputs")  # fmt: skip
     ap.add_argument("--weights-only-frac", type=float, default=0.7,
                     help="fraction of the steps with float activations (0: none)")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
+
+
+def lr_factor(steps: int, warmup: int, step: int) -> float:
+    """Cosine decay over ``steps`` after a linear warm-up over the first ``warmup`` steps."""
+    cosine = 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    return cosine * min(1.0, (step + 1) / warmup) if warmup > 0 else cosine
 
 
 def distill(
@@ -165,9 +175,7 @@ def distill(
     model = Distill(student, teacher, args.feat_weight, args.head_loss, det_weight).to(device)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, args.steps, args.warmup))
     if "opt" in ck:
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -285,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
             "training": f"distillation from float, {args.steps} steps "
             f"({summary['weights_only_steps']} with float activations), batch {args.batch}, "
             f"{args.crop}x{args.crop} crops of {CALIB_SET} ({len(paths)} images), Adam "
-            f"{args.lr} cosine, head loss {args.head_loss} + {args.feat_weight} x shortcut-feature "
+            f"{args.lr} cosine"
+            + (f" after {args.warmup} warm-up steps" if args.warmup else "")
+            + f", head loss {args.head_loss} + {args.feat_weight} x shortcut-feature "
             "MSE"
             + (
                 f" + {args.det_weight} x YOLOv3 detection loss on {args.crop}x{args.crop} "

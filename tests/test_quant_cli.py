@@ -47,6 +47,13 @@ def test_qat_and_datafree_commands(tmp_path: Path) -> None:
     art = artmod.load(out)
     assert art.node(art.nodes[0].name).quant.bits == 4
     assert torch.load(Path(str(out) + ".ckpt.pt"), weights_only=False)["step"] == 2
+    # Continue from that run's weights with a fresh schedule (how long runs are extended).
+    cont = tmp_path / "q2.npz"
+    qat.main(["--size", "64", "--out", str(cont), "--steps", "2", "--batch", "2", "--crop", "64",
+              "--images", "8", "--act-bits", "4", "--init", str(out) + ".ckpt.pt",
+              "--warmup", "2", "--weights-only-frac", "0"])  # fmt: skip
+    md = artmod.load(cont).metadata
+    assert md["init"] == str(out) + ".ckpt.pt" and "after 2 warm-up steps" in md["training"]
     out2 = tmp_path / "d.npz"
     datafree.main(["--size", "64", "--out", str(out2), "--images", "2", "--synth-size", "64",
                    "--synth-steps", "2", "--synth-batch", "2", "--iters", "1", "--steps", "2",
@@ -55,6 +62,15 @@ def test_qat_and_datafree_commands(tmp_path: Path) -> None:
     assert md["method"].startswith("datafree") and md["method"].endswith("distillation")
     ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=False)
     assert ft["step"] == 2 and len(ft["losses"]) == 2
+
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    from quant.qat import lr_factor
+
+    assert [lr_factor(10, 0, s) for s in (0, 5, 10, 12)] == pytest.approx([1, 0.5, 0, 0])
+    assert [lr_factor(10, 4, s) for s in (0, 1, 3)] == pytest.approx(
+        [0.25 * lr_factor(10, 0, 0), 0.5 * lr_factor(10, 0, 1), lr_factor(10, 0, 3)]
+    )
 
 
 def test_plot_losses(tmp_path: Path) -> None:
