@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
-from quant.calibrate import build, calibrate_activations
+from quant.calibrate import build, calibrate_activations, equalize_activations
 from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
 from quant.model import LayerFormat, QuantDetector
@@ -140,6 +140,10 @@ def add_training_args(
                     help="yolo: sigmoid(x, y, obj, cls) + raw w, h; raw: raw outputs")  # fmt: skip
     ap.add_argument("--weights-only-frac", type=float, default=0.7,
                     help="fraction of the steps with float activations (0: none)")  # fmt: skip
+    ap.add_argument("--equalize-acts", action="store_true",
+                    help="when activations are switched on, first equalize the output-channel "
+                    "ranges of every conv feeding a depthwise conv (exact; "
+                    "quant.calibrate.equalize_activations)")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
 
 
@@ -188,6 +192,8 @@ def distill(
         """Calibrate the activation ranges on the fine-tuned weights (the same images on
         every rank, so the ranks agree) and train with them from here on."""
         batches = [b.to(device) for b in calib_x.split(8)]
+        if args.equalize_acts:
+            equalize_activations(student, batches)
         calibrate_activations(student, batches, quantized_weights=True)
         student.set_act_quant(True)
 
@@ -202,7 +208,9 @@ def distill(
     bar = tqdm(total=args.steps, initial=step, desc=desc, disable=rank != 0)
     losses: list[float] = list(ck.get("losses", []))
     while step < args.steps:
-        if step == switch and switch > 0:
+        # (at step 0 only to equalize: a fresh run calibrated its ranges in main, and a run
+        # continued with --init keeps the ranges it learned)
+        if step == switch and (switch > 0 or args.equalize_acts):
             quantize_activations()
             bar.write(f"step {step}: activations quantized from here on")
         x = source.batch(args.batch).to(device)
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                 else ""
             ),
             "init": str(args.init) if args.init else "calibration only",
+            "equalize_acts": bool(args.equalize_acts),
             "loss_first_last_20": summary["loss_first_last_20"],
         }
         finish(args, student, "qat: distillation fine-tuning", meta, t0)

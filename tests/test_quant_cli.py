@@ -51,9 +51,10 @@ def test_qat_and_datafree_commands(tmp_path: Path) -> None:
     cont = tmp_path / "q2.npz"
     qat.main(["--size", "64", "--out", str(cont), "--steps", "2", "--batch", "2", "--crop", "64",
               "--images", "8", "--act-bits", "4", "--init", str(out) + ".ckpt.pt",
-              "--warmup", "2", "--weights-only-frac", "0"])  # fmt: skip
+              "--warmup", "2", "--weights-only-frac", "0", "--equalize-acts"])  # fmt: skip
     md = artmod.load(cont).metadata
     assert md["init"] == str(out) + ".ckpt.pt" and "after 2 warm-up steps" in md["training"]
+    assert md["equalize_acts"] is True
     out2 = tmp_path / "d.npz"
     datafree.main(["--size", "64", "--out", str(out2), "--images", "2", "--synth-size", "64",
                    "--synth-steps", "2", "--synth-batch", "2", "--iters", "1", "--steps", "2",
