@@ -38,8 +38,8 @@ def test_ptq_command(tmp_path: Path) -> None:
     assert artmod.load(out).metadata["method"].startswith("ptq")
 
 
-def test_qat_and_datafree_commands(tmp_path: Path) -> None:
-    from quant import datafree, qat
+def test_qat_and_datafree_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from quant import datafree, qat, sensitivity
 
     out = tmp_path / "q.npz"
     qat.main(["--size", "64", "--out", str(out), "--steps", "2", "--batch", "2", "--crop", "64",
@@ -47,6 +47,15 @@ def test_qat_and_datafree_commands(tmp_path: Path) -> None:
     art = artmod.load(out)
     assert art.node(art.nodes[0].name).quant.bits == 4
     assert torch.load(Path(str(out) + ".ckpt.pt"), weights_only=False)["step"] == 2
+    # Where that model loses: per-tensor activation sensitivity of its checkpoint
+    png = tmp_path / "sens.png"
+    sensitivity.main(["--checkpoint", str(out) + ".ckpt.pt", "--act-bits", "4", "--images", "2",
+                      "--crop", "64", "--top", "3", "--plot", str(png)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "every activation quantized" in printed and printed.count("-bit [") == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="does not fit yolo-fastest-xl-voc"):
+        sensitivity.main(["--checkpoint", str(out) + ".ckpt.pt", "--model", "yolo-fastest-xl-voc"])
     # Continue from that run's weights with a fresh schedule (how long runs are extended).
     cont = tmp_path / "q2.npz"
     qat.main(["--size", "64", "--out", str(cont), "--steps", "2", "--batch", "2", "--crop", "64",
