@@ -5,12 +5,13 @@
 
 Loads a quant.qat / quant.ptq / quant.datafree checkpoint and, on the last few letterboxed
 unlabeled images, measures the normalised error of the head outputs (MSE / variance, summed
-over heads) that activation quantization adds to the weight-quantized network: with every activation tensor quantized, and
-with each tensor alone quantized (the ranking says which tensors to fix, e.g. by
---equalize-acts or by keeping them at 8 bits). --map also measures the VOC-sample mAP with the
-weights fake-quantized and activations in float, and with both quantized, which splits the gap
-to the float model into its weight and activation parts. --equalize-acts first applies
-quant.calibrate.equalize_activations and re-calibrates the ranges, to see what it would buy.
+over heads) that activation quantization adds to the weight-quantized network: with every
+activation tensor quantized, and with each tensor alone quantized (the ranking says which
+tensors to fix, e.g. by --equalize-acts or by keeping them at 8 bits). --map also measures the
+VOC-sample mAP with the weights fake-quantized and activations in float, and with both
+quantized, which splits the gap to the float model into its weight and activation parts.
+--equalize-acts first applies quant.calibrate.equalize_activations and re-calibrates the
+ranges, to see what it would buy.
 """
 
 from __future__ import annotations
