@@ -94,11 +94,8 @@ def merge_result(key: str, entry: dict[str, Any], path: Path = RESULTS) -> None:
 
 
 def key_of(art: Any) -> str:
-    """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8, or
-    the metadata's ``accuracy_key`` (a second model of the same kind, e.g. an earlier stage)."""
+    """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8."""
     md = art.metadata
-    if isinstance(md.get("accuracy_key"), str):
-        return str(md["accuracy_key"])
     method = str(md.get("method", "")).split(":")[0] or "artifact"
     if md.get("equalization"):
         method += "_cle"

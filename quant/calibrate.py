@@ -43,48 +43,6 @@ def build(
     return net, qdet
 
 
-@torch.no_grad()
-def equalize_depthwise(qdet: QuantDetector, max_factor: float = 16.0) -> int:
-    """Cross-layer range equalization (Nagel et al. 2019) of conv -> depthwise -> conv chains.
-
-    Scaling channel c of a ReLU-like producer by 1/f and the consumer's input channel by f is
-    exact for positive-homogeneous activations (leaky, relu, linear) when the producer feeds only
-    that consumer. Here the depthwise layer is the middle of the pair: its per-channel weight
-    ranges vary by orders of magnitude (dead channels with huge folded weights), which a per-
-    channel scale absorbs, but its *input* and *output* activation ranges are per tensor, so
-    equalizing the producer's output channels makes the shared activation scale fit all of them.
-    Returns the number of equalized pairs.
-    """
-    consumers: dict[str, list[str]] = {}
-    for n in qdet.nodes:
-        for s in n.inputs:
-            consumers.setdefault(s, []).append(n.name)
-    count = 0
-    for n in qdet.nodes:
-        if n.op != "conv" or not n.attrs["depthwise"]:
-            continue
-        src = n.inputs[0]
-        if src not in qdet.by_name or qdet.by_name[src].op != "conv":
-            continue
-        if consumers.get(src) != [n.name]:
-            continue
-        w1, b1 = qdet.weight[src], qdet.bias[src]
-        w2 = qdet.weight[n.name]
-        r1 = w1.reshape(w1.shape[0], -1).abs().amax(dim=1)
-        r2 = w2.reshape(w2.shape[0], -1).abs().amax(dim=1)
-        # s = sqrt(r1 / r2) equalizes both ranges at sqrt(r1 * r2); clamp to stay sane.
-        f = torch.sqrt(r1 / r2.clamp(min=1e-12)).clamp(1 / max_factor, max_factor)
-        f = torch.where((r1 > 0) & (r2 > 0), f, torch.ones_like(f))
-        w1.div_(f.view(-1, 1, 1, 1))
-        b1.div_(f)
-        w2.mul_(f.view(-1, 1, 1, 1))
-        qdet.wq[src].init_scale(w1)
-        qdet.wq[n.name].init_scale(w2)
-        count += 1
-    qdet.invalidate()
-    return count
-
-
 def _dense_to_depthwise_pairs(qdet: QuantDetector) -> list[tuple[str, str]]:
     """(producer, depthwise consumer) pairs where a conv's output feeds only that depthwise
     conv, so rescaling the producer's output channels is invisible to the rest of the graph."""
@@ -104,6 +62,36 @@ def _dense_to_depthwise_pairs(qdet: QuantDetector) -> list[tuple[str, str]]:
         ):
             pairs.append((src, n.name))
     return pairs
+
+
+@torch.no_grad()
+def equalize_depthwise(qdet: QuantDetector, max_factor: float = 16.0) -> int:
+    """Cross-layer range equalization (Nagel et al. 2019) of conv -> depthwise -> conv chains.
+
+    Scaling channel c of a ReLU-like producer by 1/f and the consumer's input channel by f is
+    exact for positive-homogeneous activations (leaky, relu, linear) when the producer feeds only
+    that consumer. Here the depthwise layer is the middle of the pair: its per-channel weight
+    ranges vary by orders of magnitude (dead channels with huge folded weights), which a per-
+    channel scale absorbs, but its *input* and *output* activation ranges are per tensor, so
+    equalizing the producer's output channels makes the shared activation scale fit all of them.
+    Returns the number of equalized pairs.
+    """
+    pairs = _dense_to_depthwise_pairs(qdet)
+    for src, dw in pairs:
+        w1, b1 = qdet.weight[src], qdet.bias[src]
+        w2 = qdet.weight[dw]
+        r1 = w1.reshape(w1.shape[0], -1).abs().amax(dim=1)
+        r2 = w2.reshape(w2.shape[0], -1).abs().amax(dim=1)
+        # s = sqrt(r1 / r2) equalizes both ranges at sqrt(r1 * r2); clamp to stay sane.
+        f = torch.sqrt(r1 / r2.clamp(min=1e-12)).clamp(1 / max_factor, max_factor)
+        f = torch.where((r1 > 0) & (r2 > 0), f, torch.ones_like(f))
+        w1.div_(f.view(-1, 1, 1, 1))
+        b1.div_(f)
+        w2.mul_(f.view(-1, 1, 1, 1))
+        qdet.wq[src].init_scale(w1)
+        qdet.wq[dw].init_scale(w2)
+    qdet.invalidate()
+    return len(pairs)
 
 
 @torch.no_grad()
