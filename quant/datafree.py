@@ -2,8 +2,12 @@
 PTQ pipeline (calibration + layer-wise reconstruction) on them, then fine-tune by distillation
 from the float model on them (--steps, the loop of quant.qat; 0 skips it).
 
-    python -m quant.datafree --model yolo-fastest-voc --dw-format int8 --size 512 \
-        --out models/artifacts/yolo-fastest-voc-w4a8-dw8-datafree.npz --eval
+    python -m quant.datafree --model yolo-fastest-xl-voc --dw-format pow2 --size 512 \
+        --equalize-acts --threads 2 --out xl-w4a8-datafree.npz --eval
+
+(the defaults are the measured recipe: 128 synthetic 160x160 images, 100 reconstruction steps per
+conv, 1,000 distillation steps of batch 16; about 30 minutes for -XL on one CPU thread;
+models/artifacts/*-datafree.NOTES.md)
 
 Synthesis (ZeroQ / DeepInversion style): pixels are free parameters (through a sigmoid, so they
 stay in [0, 1]) optimised by Adam so that, at every BN layer of the float model, the batch mean
@@ -92,13 +96,12 @@ def synthesize(
 
 def main(argv: list[str] | None = None) -> None:
     ap = common_parser(__doc__ or "")
-    ap.add_argument("--images", type=int, default=32, help="synthetic images")
-    ap.add_argument("--synth-size", type=int, default=224)
-    ap.add_argument("--synth-steps", type=int, default=300)
+    ap.add_argument("--images", type=int, default=128, help="synthetic images")
+    ap.add_argument("--synth-size", type=int, default=160)
+    ap.add_argument("--synth-steps", type=int, default=150)
     ap.add_argument("--synth-batch", type=int, default=16)
-    ap.add_argument("--iters", type=int, default=200, help="reconstruction steps per conv")
-    add_training_args(ap, steps=500, crop=None)
-    ap.set_defaults(batch=8)
+    ap.add_argument("--iters", type=int, default=100, help="reconstruction steps per conv")
+    add_training_args(ap, steps=1000, crop=None)
     args = ap.parse_args(argv)
     args.argv, args.module = argv, "quant.datafree"
     torch.set_num_threads(args.threads)
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "reconstruction": f"{args.iters} Adam steps per conv, batch {args.batch}",
         "fine_tuning": finetune,
         "equalization": bool(args.equalize),
+        "equalize_acts": bool(args.equalize_acts),
     }
     method = "datafree: BN-statistics synthesis + layer-wise reconstruction"
     finish(args, qdet, method + (" + distillation" if args.steps > 0 else ""), meta, t0)

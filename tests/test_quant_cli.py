@@ -67,7 +67,7 @@ def test_qat_and_datafree_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     out2 = tmp_path / "d.npz"
     datafree.main(["--size", "64", "--out", str(out2), "--images", "2", "--synth-size", "64",
                    "--synth-steps", "2", "--synth-batch", "2", "--iters", "1", "--steps", "2",
-                   "--dw-format", "pow2"])  # fmt: skip
+                   "--batch", "2", "--dw-format", "pow2"])  # fmt: skip
     md = artmod.load(out2).metadata
     assert md["method"].startswith("datafree") and md["method"].endswith("distillation")
     ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=False)
