@@ -64,7 +64,7 @@ def activation_sensitivity(qdet: QuantDetector, x: Tensor) -> tuple[float, list[
     for g, q in enumerate(qdet.aq):
         qdet.set_act_quant(False)
         q.enabled = True
-        lo, hi = float(q.lo), float(q.hi)
+        lo, hi = float(q.lo.detach()), float(q.hi.detach())
         names = [n.name for n in qdet.group_members(g)]
         per.append(GroupError(g, q.bits, lo, hi, names, _head_error(qdet, x, ref)))
     for q, e in zip(qdet.aq, was, strict=True):
