@@ -86,7 +86,7 @@ def synthesize(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         done.append(torch.sigmoid(logits).detach())
         tmp = path.with_suffix(".tmp")
         torch.save({"images": done}, tmp)
