@@ -31,10 +31,12 @@ from models.darknet import Darknet
 from quant.calibrate import build
 from quant.cli import (
     calibrate_and_reconstruct,
+    checkpoint_failure,
     checkpoint_path,
     common_parser,
     finish,
     load_checkpoint,
+    load_plain,
 )
 from quant.qat import TensorSampler, add_training_args, distill
 
@@ -69,7 +71,11 @@ def synthesize(
     tv_weight: float = 1e-3,
 ) -> Tensor:  # fmt: skip
     """(n, 3, size, size) synthetic images in [0, 1]; resumes from ``path`` batch by batch."""
-    done: list[Tensor] = torch.load(path)["images"] if path.is_file() else []
+    done: list[Tensor] = []
+    if path.is_file():  # read with weights_only (no code from the file); a list of tensors
+        done = load_plain(path, model=False).get("images")
+        if not isinstance(done, list) or not all(isinstance(t, Tensor) for t in done):
+            checkpoint_failure(path, "not a synthetic-image set of quant.datafree (no images)")
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     for b in range(len(done), (n + batch - 1) // batch):

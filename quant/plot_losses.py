@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+from quant.cli import load_plain  # noqa: E402
 
 
 def moving_average(x: np.ndarray, n: int) -> np.ndarray:
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for spec in args.runs:
         path, _, label = spec.partition("=")
-        if not Path(path).is_file():
-            raise SystemExit(f"{path}: no such checkpoint")
-        ck = torch.load(path, weights_only=False, map_location="cpu")
+        ck = load_plain(path, model=False)  # weights_only: no code runs from the file
         losses = np.asarray(ck.get("losses", []), dtype=np.float64)
         if losses.size == 0:
             raise SystemExit(f"{path}: the checkpoint records no losses (not a qat checkpoint)")

@@ -48,7 +48,14 @@ from tqdm import tqdm
 from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
 from quant.calibrate import build, calibrate_activations, equalize_activations
-from quant.cli import checkpoint_path, common_parser, finish, load_checkpoint, save_checkpoint
+from quant.cli import (
+    checkpoint_path,
+    common_parser,
+    finish,
+    load_checkpoint,
+    load_plain,
+    save_checkpoint,
+)
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
 from quant.model import LayerFormat, QuantDetector
 from quant.yolo_loss import VocTrainSet, yolo_v3_loss
@@ -277,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
     t0 = time.perf_counter()
-    # Read the labelled set first, so a wrong --voc fails before the model is built.
+    # Read --init and the labelled set first, so a bad one fails before the model is built.
+    init = load_plain(args.init) if args.init is not None else None
     voc = VocTrainSet(args.voc, args.crop, args.voc_set) if args.voc is not None else None
     net, student = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
     paths = unlabeled_images()[: args.images]
@@ -285,8 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ck_path = checkpoint_path(args)
     ck = load_checkpoint(ck_path, student)
     if ck is None:
-        if args.init is not None:
-            init = torch.load(args.init, weights_only=False)
+        if init is not None:
             student.load_state_dict(init["model"])
         else:
             calibrate_activations(student, list(calib_x.split(8)))

@@ -32,7 +32,7 @@ def test_ptq_command(tmp_path: Path) -> None:
     assert art.input_shape == (3, 64, 64)
     assert art.metadata["method"].startswith("ptq")
     assert "--iters" in art.metadata["command"]
-    ck = torch.load(Path(str(out) + ".ckpt.pt"), weights_only=False)
+    ck = torch.load(Path(str(out) + ".ckpt.pt"), weights_only=True)
     assert ck["state"]["done"] == sum(1 for n in art.nodes if n.op == "conv")
     ptq.main(args)  # resumes: nothing left to reconstruct, exports again
     assert artmod.load(out).metadata["method"].startswith("ptq")
@@ -46,7 +46,7 @@ def test_qat_and_datafree_commands(tmp_path: Path, capsys: pytest.CaptureFixture
               "--images", "8", "--ckpt-every", "1", "--act-bits", "4", "--calib", "2"])  # fmt: skip
     art = artmod.load(out)
     assert art.node(art.nodes[0].name).quant.bits == 4
-    assert torch.load(Path(str(out) + ".ckpt.pt"), weights_only=False)["step"] == 2
+    assert torch.load(Path(str(out) + ".ckpt.pt"), weights_only=True)["step"] == 2
     # Where that model loses: per-tensor activation sensitivity of its checkpoint
     png = tmp_path / "sens.png"
     sensitivity.main(["--checkpoint", str(out) + ".ckpt.pt", "--act-bits", "4", "--images", "2",
@@ -70,7 +70,7 @@ def test_qat_and_datafree_commands(tmp_path: Path, capsys: pytest.CaptureFixture
                    "--batch", "2", "--dw-format", "pow2"])  # fmt: skip
     md = artmod.load(out2).metadata
     assert md["method"].startswith("datafree") and md["method"].endswith("distillation")
-    ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=False)
+    ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=True)
     assert ft["step"] == 2 and len(ft["losses"]) == 2
 
 
@@ -87,7 +87,7 @@ def test_plot_losses(tmp_path: Path) -> None:
     from quant import plot_losses
 
     ck = tmp_path / "run.ckpt.pt"
-    torch.save({"losses": list(np.geomspace(2.0, 0.1, 120))}, ck)
+    torch.save({"losses": [float(v) for v in np.geomspace(2.0, 0.1, 120)]}, ck)  # as qat writes
     out = tmp_path / "img" / "loss.png"
     plot_losses.main([f"{ck}=run", "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
