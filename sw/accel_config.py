@@ -7,6 +7,7 @@ build. Impossible combinations fail in :meth:`AccelConfig.check` with a message 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -39,6 +40,14 @@ class AccelConfig:
         def pow2(x: int) -> bool:
             return x >= 1 and x & (x - 1) == 0
 
+        for name, v in asdict(self).items():
+            if name == "clock_mhz":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name} = {v!r}: must be an integer")
+        c = self.clock_mhz
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 < c < math.inf:
+            raise ConfigError(f"clock_mhz = {c!r}: must be a number > 0")
         if not pow2(self.lanes) or not 4 <= self.lanes <= 64:
             raise ConfigError(f"lanes = {self.lanes}: must be a power of two in 4..64")
         if not pow2(self.dense_out_lanes) or self.dense_out_lanes > 64:

@@ -7,13 +7,18 @@ accelerator (the compiled plan on a backend) -> postprocess (YOLO decode + per-c
 output (draw; mp4, JSON lines, window or MJPEG). At the end: fps, per-stage ms per frame, a
 JSON report and a timeline PNG. Every failure is one line on stderr (``error: ...``) and an exit
 status: 2 for bad input (missing input, wrong artifact, plan for another build, unwritable
-output), 1 for a failure while running, 130 for Ctrl-C; what was written until then is kept.
+output, an output that is an input or an earlier run's), found before any output is created;
+1 for a failure while running (a full disk included); 128 + N for stop signal N (130 Ctrl-C,
+143 SIGTERM, 129 SIGHUP). Whatever stops it, what was written until then is kept and valid.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import fields
@@ -31,12 +36,25 @@ from sw.pipeline import Item, Pipeline, PipelineResult, stage_stats, throughput_
 from sw.plan import Plan
 from sw.postprocess import YoloDecoder
 from sw.preprocess import letterbox
-from sw.sinks import JsonlSink, MjpegServer, OutputError, VideoSink, WindowSink, check_writable
+from sw.signals import Interrupted, StopSignals
+from sw.sinks import (
+    JsonlSink,
+    MjpegServer,
+    OutputError,
+    VideoSink,
+    WindowSink,
+    check_writable,
+    write_atomic,
+)
 from sw.sources import Source, SourceError, open_source
 from sw.timeline import write_timeline_png
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACT_DIR = REPO / "models" / "artifacts"
+OUTPUTS = (("video", ".mp4"), ("jsonl", ".jsonl"), ("report", ".report.json"),
+           ("timeline", ".timeline.png"))  # fmt: skip
+SNAPSHOT_S = 10.0  # a live run rewrites its report this often, so a hard kill keeps one
+LIVE_SEGMENT_MINUTES = 10.0  # default video segment length of a live source
 
 
 class UsageError(RuntimeError):
@@ -116,31 +134,110 @@ def load_config(path: str | None) -> AccelConfig:
         raise UsageError(f"accelerator config {path!r}: {e}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument as one line (and the hint to --help), not the usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+        ) from None
+
+
+def _fraction(text: str) -> float:
+    v = _number(float, text)
+    if not 0.0 <= v <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return v
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        v = _number(kind, text)
+        if not 0 < v < math.inf:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return v
+
+    return parse
+
+
+def _port(text: str) -> int:
+    v = _number(int, text)
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port {v} is not in 0..65535")
+    return v
+
+
+def _minutes(text: str) -> float:
+    v = _number(float, text)
+    if not 0 <= v < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shiftdet", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("detect", help="detect objects in a video, camera, stream or folder")
-    d.add_argument("input", help="video file, camera index (0), stream URL or image folder")
+    p = _Parser(prog="shiftdet", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d = sub.add_parser(
+        "detect",
+        help="detect objects in a video, camera, stream or folder",
+        description="Outputs STEM.mp4 (or STEM.NNNN.mp4 segments), STEM.jsonl, STEM.report.json "
+        "and STEM.timeline.png in --out-dir. An output that is one of the inputs (also through "
+        "a symlink or hard link) is refused, and so are an earlier run's outputs of the same "
+        "name unless --overwrite is given. Exit status: 0 done, 1 failure while running (a "
+        "full disk included), 2 bad input (nothing written), 130/143/129 stopped by "
+        "SIGINT/SIGTERM/SIGHUP (outputs finalised up to the last frame).",
+    )
+    d.add_argument("input", help="video file (also file://), camera index (0) or /dev/videoN, "
+                   "stream URL, or image folder")  # fmt: skip
     d.add_argument("--model", help="model artifact (.npz); default: best under models/artifacts/")
     d.add_argument("--backend", choices=BACKENDS, default="emu")
     d.add_argument("--config", help="accelerator build as JSON (AccelConfig fields)")
     d.add_argument("--bitstream", help="pynq: the .bit file (its .hwh beside it)")
     d.add_argument("--out-dir", default="out", help="where outputs go (default: out/)")
-    d.add_argument("--name", help="base name of the outputs (default: the input's name)")
+    d.add_argument("--name", help="base name of the outputs, a plain file name (default: the "
+                   "input's name, 'live' for a camera or stream)")  # fmt: skip
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's outputs of the same name (removed only once "
+                        "every check has passed); without it they are refused")  # fmt: skip
     d.add_argument("--no-video", action="store_true", help="do not write the annotated mp4")
+    d.add_argument("--segment-minutes", type=_minutes, metavar="M",
+                   help="write the video as STEM.NNNN.mp4 segments of M minutes, each playable "
+                        "once the next starts, so a hard kill or power loss loses at most the "
+                        f"last one (default: {LIVE_SEGMENT_MINUTES:g} for a camera or stream, "
+                        "0 = one file for a video file or folder)")  # fmt: skip
     d.add_argument("--show", action="store_true", help="show a window (GUI OpenCV only)")
-    d.add_argument("--serve", type=int, metavar="PORT", help="serve MJPEG on 127.0.0.1:PORT")
-    d.add_argument("--conf", type=float, default=0.25, help="score threshold (darknet: 0.25)")
-    d.add_argument("--nms", type=float, default=0.45, help="per-class NMS IoU threshold")
-    d.add_argument("--max-frames", type=int, help="stop after this many frames")
-    d.add_argument("--queue-depth", type=int, default=4, help="frames queued between stages")
+    d.add_argument("--serve", type=_port, metavar="PORT",
+                   help="serve the annotated video as MJPEG on http://HOST:PORT/ (0: any free "
+                        "port). The stream has no authentication or encryption: anyone who "
+                        "reaches the address sees the video")  # fmt: skip
+    d.add_argument("--serve-host", default="127.0.0.1", metavar="HOST",
+                   help="address --serve binds (default 127.0.0.1: this machine only; 0.0.0.0 "
+                        "on a headless board exposes it to the network)")  # fmt: skip
+    d.add_argument("--conf", type=_fraction, default=0.25,
+                   help="score threshold in [0, 1] (darknet: 0.25)")  # fmt: skip
+    d.add_argument("--nms", type=_fraction, default=0.45,
+                   help="per-class NMS IoU threshold in [0, 1]")  # fmt: skip
+    d.add_argument("--max-frames", type=_positive(int), help="stop after this many frames")
+    d.add_argument("--queue-depth", type=_positive(int), default=4,
+                   help="frames queued between stages")  # fmt: skip
     d.add_argument("--sequential", action="store_true", help="run the stages one after another")
     d.add_argument(
         "--cpu-fallback",
         action="store_true",
         help="run layers beyond the build's limits on the CPU instead of failing",
     )
-    d.add_argument("--timeout", type=float, default=5.0, help="accelerator timeout per run (s)")
+    d.add_argument("--timeout", type=_positive(float), default=5.0,
+                   help="accelerator timeout per run (s)")  # fmt: skip
+    d.add_argument("--source-timeout", type=_positive(float), default=10.0, metavar="S",
+                   help="a camera or stream that delivers no frame for S seconds ends the run "
+                        "(exit 1)")  # fmt: skip
     d.add_argument("--print-plan", action="store_true", help="print the execution plan table")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--emulate-build", metavar="JSON",
@@ -152,17 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
 class Detector:
     """The stage functions of one run, holding the model, the backend and the outputs."""
 
-    def __init__(self, plan: Plan, backend: Backend, names: list[str], conf: float,
-                 nms: float, sinks: list[Any], jsonl: JsonlSink | None) -> None:  # fmt: skip
+    def __init__(self, plan: Plan, backend: Backend, names: list[str], decoder: YoloDecoder,
+                 sinks: list[Any], jsonl: JsonlSink | None) -> None:  # fmt: skip
         self.plan, self.backend, self.names = plan, backend, names
         _, self.h, self.w = plan.input_shape
-        self.decoder = YoloDecoder.for_plan(plan, conf_thresh=conf, nms_thresh=nms)
+        self.decoder = decoder
         self.sinks, self.jsonl = sinks, jsonl
         self.t0 = time.perf_counter()
         self.accel_s = {"pl": 0.0, "cpu": 0.0}
         self.detections = 0
         self.frames = 0
-        self.rss_at: dict[str, float | None] = {}  # memory after 100 frames, and at the end
+        self.rss_at: dict[str, float | None] = {}  # after 100 and 500 frames (a leak shows)
 
     def preprocess(self, item: Item) -> None:
         item.data["rgb"], item.data["lb"] = letterbox(item.frame, self.w, self.h)
@@ -178,16 +275,16 @@ class Detector:
 
     def output(self, item: Item) -> None:
         det = item.data["det"]
-        self.detections += len(det)
-        self.frames += 1
-        if self.frames == 100:  # compared with the end of the run: a leak shows as growth
-            self.rss_at["after_100_frames"] = rss_mb()
         if self.sinks:
             frame = draw_detections(item.frame, det, self.names)
             for s in self.sinks:
                 s.write(frame)
         if self.jsonl is not None:
             self.jsonl.write({"frame": item.index, "detections": det.to_json(self.names)})
+        self.detections += len(det)  # counted once written, so the report matches the files
+        self.frames += 1
+        if self.frames in (100, 500):  # compared with the end of the run: a leak shows as growth
+            self.rss_at[f"after_{self.frames}_frames"] = rss_mb()
 
     def stages(self) -> list[tuple[str, Any]]:
         return [("preprocess", self.preprocess), ("accelerator", self.accelerate),
@@ -204,12 +301,72 @@ def _describe_skips(idx: list[int]) -> str:
     return f"{len(idx)} undecodable frame(s) skipped (indices {idx[0]}..{idx[-1]})"
 
 
+def check_name(name: str) -> str:
+    """``--name``: a plain file name, so the outputs stay inside ``--out-dir``."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or name != name.strip()):  # fmt: skip
+        raise UsageError(f"--name {name!r} must be a plain file name (no folders, not '..')")
+    return name
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_outputs(outputs: list[Path], inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an output that is an input (same file through any path, symlink or hard link),
+    and, without ``overwrite``, one that exists already (an earlier run's)."""
+    stats = []
+    for p in inputs:
+        try:
+            stats.append((p, os.stat(p)))
+        except OSError:
+            pass
+    for out in outputs:
+        try:
+            st = os.stat(out)
+        except OSError:
+            st = None
+        if st is not None:
+            for p, ist in stats:
+                if _same_file(st, ist):
+                    raise UsageError(f"output {str(out)!r} is the input {str(p)!r}: choose "
+                                     f"another --out-dir or --name")  # fmt: skip
+        if os.path.lexists(out) and not overwrite:
+            raise UsageError(f"output {str(out)!r} exists (an earlier run's?): pass --overwrite "
+                             f"to replace it, or another --name or --out-dir")  # fmt: skip
+
+
+def _segments_of(video: Path) -> list[Path]:
+    """Existing STEM.NNNN.mp4 segments of an earlier run."""
+    pat = glob.escape(str(video.with_suffix(""))) + ".[0-9][0-9][0-9][0-9]" + video.suffix
+    return sorted(Path(p) for p in glob.glob(pat))
+
+
+def _open_source(spec: str, timeout_s: float) -> Source:
+    try:
+        return open_source(spec, read_timeout_s=timeout_s)
+    except TypeError:  # TEMP until sources take the timeout
+        return open_source(spec)
+
+
 def run_detect(args: argparse.Namespace) -> int:
     """The ``detect`` command; returns the exit status."""
+    with StopSignals() as stops:
+        try:
+            return _run_detect(args, stops)
+        except Interrupted as e:
+            # A stop signal during start-up: nothing has been written (sinks open last).
+            _say(f"interrupted ({e}) during start-up: nothing written")
+            return 128 + e.signum
+
+
+def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
     opened: list[Any] = []  # closed in reverse order, whatever happens
-    res: PipelineResult | None = None
-    report: dict[str, Any] = {}
     try:
+        # -- every check first; nothing below creates or truncates an output ----------------
+        if args.name is not None:
+            check_name(args.name)
         model_path = Path(args.model) if args.model else find_default_artifact()
         art: Artifact = artifact_mod.load(model_path)
         if not any(o.kind == "yolo" for o in art.outputs):
@@ -217,28 +374,29 @@ def run_detect(args: argparse.Namespace) -> int:
         names = art.classes or [str(i) for i in range(art.outputs[0].attrs.get("classes", 0))]
         cfg = load_config(args.config)
         plan = compile_model(art, cfg, cpu_fallback=args.cpu_fallback)
+        try:
+            decoder = YoloDecoder.for_plan(plan, conf_thresh=args.conf, nms_thresh=args.nms)
+        except (ValueError, TypeError, KeyError) as e:
+            raise UsageError(f"{model_path}: cannot decode its YOLO outputs: {e}") from None
         if args.print_plan:
             print(plan.table())
-        source = open_source(args.input)
+        source = _open_source(args.input, args.source_timeout)
         opened.append(source)
         out_dir = Path(args.out_dir)
-        stem = args.name or (Path(args.input).stem if not source.live else "live")
-        paths = {k: out_dir / f"{stem}{ext}" for k, ext in
-                 [("video", ".mp4"), ("jsonl", ".jsonl"), ("report", ".report.json"),
-                  ("timeline", ".timeline.png")]}  # fmt: skip
-        for k in ("report", "timeline"):
-            check_writable(paths[k])
-        sinks: list[Any] = []
-        if not args.no_video:
-            sinks.append(VideoSink(paths["video"], source.fps))
-        if args.show:
-            sinks.append(WindowSink())
-        if args.serve is not None:
-            server = MjpegServer(args.serve)
-            sinks.append(server)
-            _say(f"serving MJPEG on {server.url}")
-        jsonl = JsonlSink(paths["jsonl"])
-        opened += sinks + [jsonl]
+        stem = args.name or ("live" if source.live else Path(source.name).stem or "out")
+        paths = {k: out_dir / f"{stem}{ext}" for k, ext in OUTPUTS}
+        minutes = args.segment_minutes
+        if minutes is None:
+            minutes = LIVE_SEGMENT_MINUTES if source.live else 0.0
+        seg_frames = max(1, round(minutes * 60 * source.fps)) if minutes > 0 else None
+        inputs = [*getattr(source, "files", []), model_path]
+        for extra in (args.config, args.emulate_build, args.bitstream):
+            if extra:
+                inputs += [Path(extra), Path(extra).with_suffix(".hwh")]
+        earlier = _segments_of(paths["video"])
+        check_outputs([*paths.values(), *earlier], inputs, args.overwrite)
+        for p in paths.values():
+            check_writable(p)
         opts: dict[str, Any] = {"timeout_s": args.timeout}
         if args.backend == "pynq" and args.bitstream:
             opts["bitstream"] = args.bitstream
@@ -248,14 +406,37 @@ def run_detect(args: argparse.Namespace) -> int:
             opts["device_cfg"] = load_config(args.emulate_build)
         backend = make_backend(args.backend, plan, **opts)
         opened.append(backend)
+        sinks: list[Any] = []
+        if args.show:
+            sinks.append(WindowSink())
+            opened.append(sinks[-1])
+        if args.serve is not None:
+            server = MjpegServer(args.serve, host=args.serve_host)
+            sinks.append(server)
+            opened.append(server)
+            _say(f"serving MJPEG on {server.url} (no authentication: anyone who reaches it "
+                 f"sees the video)")  # fmt: skip
+        # -- all checks passed: now the files --------------------------------------------------
+        if args.overwrite:  # the earlier run's outputs of this name go, all of them
+            for p in [*paths.values(), *earlier]:
+                if os.path.lexists(p):
+                    p.unlink()
+        if not args.no_video:
+            video = VideoSink(paths["video"], source.fps, segment_frames=seg_frames)
+            sinks.insert(0, video)
+            opened.append(video)
+        jsonl = JsonlSink(paths["jsonl"])
+        opened.append(jsonl)
     except (UsageError, ArtifactError, CompileError, SourceError, OutputError,
             BackendUnavailable, AcceleratorError) as e:  # fmt: skip
         _say(f"error: {e}")
-        for o in reversed(opened):
-            o.close()
+        _close_all(opened)
         return 2
+    except BaseException:
+        _close_all(opened)
+        raise
 
-    det = Detector(plan, backend, names, args.conf, args.nms, sinks, jsonl)
+    det = Detector(plan, backend, names, decoder, sinks, jsonl)
     total = source.total if args.max_frames is None else min(source.total or 10**9,
                                                              args.max_frames)  # fmt: skip
     bar = None
@@ -263,36 +444,75 @@ def run_detect(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="frame", desc=Path(args.input).name[:30], file=sys.stderr)
-    pipe = Pipeline(source, det.stages(), queue_depth=args.queue_depth,
-                    on_output=(lambda _item: bar.update(1)) if bar else None,
+    ctx = {"args": args, "model_path": model_path, "art": art, "plan": plan, "source": source,
+           "det": det, "stops": stops}  # fmt: skip
+    last_snapshot = [time.monotonic()]
+
+    def on_output(_item: Item) -> None:
+        if bar is not None:
+            bar.update(1)
+        if time.monotonic() - last_snapshot[0] > SNAPSHOT_S:  # survives a hard kill
+            last_snapshot[0] = time.monotonic()
+            snap = make_report(res=pipe.result, final=False, **ctx)
+            write_atomic(paths["report"], _report_bytes(snap))
+
+    pipe = Pipeline(source, det.stages(), queue_depth=args.queue_depth, on_output=on_output,
                     max_frames=args.max_frames)  # fmt: skip
+    stops.on_stop = pipe.request_stop  # from here a signal stops the pipeline, not start-up
     try:
         res = pipe.run_sequential() if args.sequential else pipe.run_threaded()
     finally:
         if bar is not None:
             bar.close()
-        for o in reversed(opened):
-            try:
-                o.close()
-            except Exception as e:  # noqa: BLE001 - one failing close must not hide the rest
-                _say(f"warning: closing {type(o).__name__}: {e}")
-    report = make_report(args, model_path, art, plan, source, res, det)
-    paths["report"].write_text(json.dumps(report, indent=1))
-    drew = write_timeline_png(res, paths["timeline"], title=f"{art.name} on {args.backend}")
-    print_summary(report, paths, drew)
-    if res.interrupted:
-        _say("interrupted: outputs finalised up to the last frame handled")
-        return 130
+        _close_all(opened)
+    end_reason = getattr(source, "end_reason", None)
+    if end_reason and res.error is None and not res.interrupted:
+        res.error = f"capture: {end_reason}"
+    report = make_report(res=res, final=True, **ctx)
+    wrote_report = True
+    try:
+        write_atomic(paths["report"], _report_bytes(report))
+    except OutputError as e:
+        _say(f"error: {e}")
+        wrote_report = False
+    try:
+        drew = write_timeline_png(res, paths["timeline"], title=f"{art.name} on {args.backend}")
+    except OutputError as e:
+        _say(f"error: {e}")
+        drew = wrote_report = False
+    print_summary(report, paths, drew, video=sinks[0] if sinks and isinstance(sinks[0], VideoSink)
+                  else None)  # fmt: skip
+    if res.interrupted or stops.received is not None:
+        why = stops.name or "Ctrl-C"
+        _say(f"interrupted ({why}): outputs finalised up to the last frame handled")
+        return stops.exit_status or 130
     if res.error:
         _say(f"error: {res.error}")
         return 1
-    return 0
+    return 0 if wrote_report else 1
+
+
+def _close_all(opened: list[Any]) -> None:
+    for o in reversed(opened):
+        try:
+            o.close()
+        except Exception as e:  # noqa: BLE001 - one failing close must not hide the rest
+            _say(f"warning: closing {type(o).__name__}: {e}")
+    opened.clear()
+
+
+def _report_bytes(report: dict[str, Any]) -> bytes:
+    return json.dumps(report, indent=1).encode()
 
 
 def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan: Plan,
-                source: Source, res: PipelineResult, det: Detector) -> dict[str, Any]:  # fmt: skip
+                source: Source, res: PipelineResult, det: Detector, stops: StopSignals,
+                final: bool) -> dict[str, Any]:  # fmt: skip
+    """The run's JSON report; ``final`` False for the snapshots a long run writes on the way."""
     n = max(res.frames_out, 1)
+    video = next((s for s in det.sinks if isinstance(s, VideoSink)), None)
     return {
+        "final": final,
         "input": args.input,
         "model": str(model_path),
         "model_name": art.name,
@@ -307,7 +527,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "dropped_live": res.dropped,
         "skipped_undecodable": list(source.skipped),
         "detections": det.detections,
-        "wall_s": round(res.wall_s, 3),
+        "wall_s": round(res.wall_s if final else time.perf_counter() - res.t0, 3),
         "fps": round(throughput_fps(res), 3),
         "stage_ms": stage_stats(res),
         "accelerator_ms": {
@@ -316,13 +536,15 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         },  # fmt: skip
         "plan": plan.summary(),
         "rss_mb": {**det.rss_at, "end": rss_mb(), "peak": peak_rss_mb()},
-        "video": not args.no_video,
+        "video": None if video is None else [p.name for p in video.segments],
         "interrupted": res.interrupted,
+        "signal": stops.name,
         "error": res.error,
     }
 
 
-def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool) -> None:
+def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool,
+                  video: VideoSink | None) -> None:  # fmt: skip
     st = report["stage_ms"]
     line = ", ".join(f"{k} {v['mean']:.1f}" for k, v in st.items())
     print(f"{report['frames_out']} frames, {report['fps']:.2f} fps ({report['mode']}); "
@@ -332,15 +554,23 @@ def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool) ->
     if report["dropped_live"]:
         _say(f"warning: dropped {report['dropped_live']} frame(s): the pipeline fell behind the "
              f"live source")  # fmt: skip
-    made = {"video": report["video"], "timeline": drew}
-    outs = [str(p) for k, p in paths.items() if p.exists() and made.get(k, True)]
+    outs = [] if video is None else [str(p) for p in video.segments]
+    if len(outs) > 3:
+        outs = [f"{outs[0]} .. {outs[-1]} ({len(outs)} segments)"]
+    outs += [str(paths[k]) for k in ("jsonl", "report") if paths[k].exists()]
+    if drew:
+        outs.append(str(paths["timeline"]))
     print("wrote " + ", ".join(outs))
     if not drew:
-        _say("warning: timeline PNG left out (no matplotlib, or no frame)")
+        _say("warning: timeline PNG left out (no matplotlib, no frame, or not writable)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        _say("interrupted during start-up: nothing written")
+        return 130
     if args.command == "detect":
         return run_detect(args)
     return 2

@@ -2,7 +2,8 @@
 
     python -m sw.demo [--max-frames N] [--out-dir out/demo] [--backend emu]
 
-Writes ``out/demo/TUD-Stadtmitte.{mp4,jsonl,report.json,timeline.png}``. The model is the
+Writes ``out/demo/TUD-Stadtmitte.{mp4,jsonl,report.json,timeline.png}`` (replacing the
+previous demo's: the demo's own folder, hence ``--overwrite``). The model is the
 best quantized Yolo-Fastest under ``models/artifacts/`` (highest measured mAP in its metadata);
 its name and measured mAP go into the report.
 """
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"demo: model {model}")
     argv2 = ["detect", str(clip), "--model", str(model), "--out-dir", str(out),
-             "--backend", args.backend, "--print-plan"]  # fmt: skip
+             "--backend", args.backend, "--print-plan", "--overwrite"]  # fmt: skip
     if args.max_frames:
         argv2 += ["--max-frames", str(args.max_frames)]
     if args.no_progress:

@@ -14,7 +14,13 @@ Rules (issue 5):
   before the failing one; Ctrl-C stops every stage at once. Stages poll between frames, so all
   threads end within about one frame's work, and the caller's ``finally`` closes the outputs
   (mp4 index written, JSON lines complete up to the last frame);
-* nothing waits forever: every queue operation times out and re-checks the stop event.
+* nothing waits forever: every queue operation times out and re-checks the stop event;
+* memory stays flat however long a live source runs: the result keeps the first
+  ``timeline_rows`` frames' stage times (for the timeline PNG), a window of the last
+  ``window`` frames (for percentiles) and running sums (for means and throughput), never a
+  record per frame;
+* :meth:`Pipeline.request_stop` (a signal handler, a sink that hit a full disk) stops every
+  stage like Ctrl-C, from any thread, and the run ends as ``interrupted``.
 
 :meth:`Pipeline.run_sequential` runs the same stage functions one after another in one thread,
 for the throughput comparison of ``bench/runtime.py``.
@@ -26,6 +32,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,18 +53,41 @@ class Item:
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> start, end
 
 
+Row = tuple[int, dict[str, tuple[float, float]]]  # frame index, stage -> (start, end)
+
+
 @dataclass
 class PipelineResult:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0  # live source, pipeline behind
-    timeline: list[tuple[int, dict[str, tuple[float, float]]]] = field(default_factory=list)
+    timeline: list[Row] = field(default_factory=list)  # the first timeline_rows frames
+    recent: deque[Row] = field(default_factory=lambda: deque(maxlen=1000))  # the last frames
+    stage_sum_s: dict[str, float] = field(default_factory=dict)  # per stage, over every frame
+    stage_count: dict[str, int] = field(default_factory=dict)
+    first_capture: float | None = None  # perf_counter of the first output frame's capture
+    last_end: float | None = None  # ... and of the last output frame's last stage
     t0: float = 0.0
     wall_s: float = 0.0
     error: str | None = None  # "stage: message" of the first failure
     error_trace: str = ""
     interrupted: bool = False
+    stop_reason: str | None = None  # why request_stop() was called (e.g. "SIGTERM")
     mode: str = "threaded"
+
+    def add(self, index: int, times: dict[str, tuple[float, float]], keep: int) -> None:
+        """Account one output frame: O(stages) work and memory bounded by ``keep`` + window."""
+        row = (index, times)
+        if len(self.timeline) < keep:
+            self.timeline.append(row)
+        self.recent.append(row)
+        for name, (a, b) in times.items():
+            self.stage_sum_s[name] = self.stage_sum_s.get(name, 0.0) + (b - a)
+            self.stage_count[name] = self.stage_count.get(name, 0) + 1
+        start = times["capture"][0] if "capture" in times else min(a for a, _ in times.values())
+        end = max(b for _, b in times.values())
+        self.first_capture = start if self.first_capture is None else self.first_capture
+        self.last_end = end if self.last_end is None else max(self.last_end, end)
 
 
 Stage = tuple[str, Callable[[Item], None]]
@@ -66,7 +96,8 @@ Stage = tuple[str, Callable[[Item], None]]
 class Pipeline:
     def __init__(self, source: Source, stages: list[Stage], queue_depth: int = 4,
                  on_output: Callable[[Item], None] | None = None,
-                 max_frames: int | None = None) -> None:  # fmt: skip
+                 max_frames: int | None = None, timeline_rows: int = 80,
+                 window: int = 1000) -> None:  # fmt: skip
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         self.source = source
@@ -76,7 +107,8 @@ class Pipeline:
         self.max_frames = max_frames
         self.stop = threading.Event()  # Ctrl-C: every stage ends now
         self.failed_at: int | None = None  # position of the failed stage (capture = 0)
-        self.result = PipelineResult()
+        self.timeline_rows = timeline_rows
+        self.result = PipelineResult(recent=deque(maxlen=max(1, window)))
         self._lock = threading.Lock()
         self._last_index = -1
 
@@ -93,6 +125,13 @@ class Pipeline:
                 self.stop.set()
             else:
                 self.failed_at = pos if self.failed_at is None else max(self.failed_at, pos)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop every stage now, as Ctrl-C does; safe from any thread or a signal handler
+        (it only sets an event). The first reason is kept."""
+        if self.result.stop_reason is None:
+            self.result.stop_reason = reason
+        self.stop.set()
 
     def _halted(self, pos: int) -> bool:
         return self.stop.is_set() or (self.failed_at is not None and pos <= self.failed_at)
@@ -141,7 +180,7 @@ class Pipeline:
             raise RuntimeError(f"frame {item.index} came out after frame {self._last_index}")
         self._last_index = item.index
         self.result.frames_out += 1
-        self.result.timeline.append((item.index, item.times))
+        self.result.add(item.index, item.times, self.timeline_rows)
         if self.on_output is not None:
             self.on_output(item)
 
@@ -219,6 +258,8 @@ class Pipeline:
             self.stop.set()
             for t in threads:
                 t.join(join_timeout_s)
+        if res.stop_reason is not None:
+            res.interrupted = True
         res.wall_s = time.perf_counter() - res.t0
         return res
 
@@ -231,7 +272,7 @@ class Pipeline:
         res.t0 = time.perf_counter()
         stage = "capture"
         try:
-            while True:
+            while not self.stop.is_set():
                 stage = "capture"
                 item = self._capture()
                 if item is None:
@@ -246,31 +287,29 @@ class Pipeline:
             res.interrupted = True
         except Exception as e:  # noqa: BLE001
             self._fail(stage, e)
+        if res.stop_reason is not None:
+            res.interrupted = True
         res.wall_s = time.perf_counter() - res.t0
         return res
 
 
 def stage_stats(res: PipelineResult) -> dict[str, dict[str, float]]:
-    """Per stage: mean, median and 95th percentile milliseconds per frame."""
+    """Per stage: mean milliseconds per frame over every frame, median and 95th percentile over
+    the last frames (the result's window)."""
     import numpy as np
 
-    names: list[str] = []
-    for _, times in res.timeline:
-        for n in times:
-            if n not in names:
-                names.append(n)
     out = {}
-    for n in names:
-        ms = np.array([(t[n][1] - t[n][0]) * 1e3 for _, t in res.timeline if n in t])
-        out[n] = {"mean": round(float(ms.mean()), 3), "p50": round(float(np.median(ms)), 3),
-                  "p95": round(float(np.percentile(ms, 95)), 3)}  # fmt: skip
+    for n, total in res.stage_sum_s.items():
+        ms = np.array([(t[n][1] - t[n][0]) * 1e3 for _, t in res.recent if n in t])
+        mean = total * 1e3 / res.stage_count[n]
+        p50 = float(np.median(ms)) if ms.size else mean
+        p95 = float(np.percentile(ms, 95)) if ms.size else mean
+        out[n] = {"mean": round(mean, 3), "p50": round(p50, 3), "p95": round(p95, 3)}
     return out
 
 
 def throughput_fps(res: PipelineResult) -> float:
     """Frames out per second of wall time from the first capture to the last output."""
-    if not res.timeline:
+    if res.first_capture is None or res.last_end is None or res.last_end <= res.first_capture:
         return 0.0
-    first = min(t["capture"][0] for _, t in res.timeline)
-    last = max(max(v[1] for v in t.values()) for _, t in res.timeline)
-    return len(res.timeline) / (last - first) if last > first else 0.0
+    return res.frames_out / (res.last_end - res.first_capture)

@@ -1,16 +1,33 @@
 """Outputs of the video app: annotated mp4, JSON-lines detections, a window, an MJPEG server.
 
-Each sink writes frame by frame and is closed exactly once, also after an error or Ctrl-C:
-``close()`` finalises the mp4 (its index is written then, so the file plays), and every JSON line
-is flushed as soon as it is written, so the file is complete up to the last frame handled.
+Each sink writes frame by frame and is closed exactly once, also after an error, Ctrl-C or a
+signal: ``close()`` finalises the mp4 (its index is written then, so the file plays), and every
+JSON line goes to the file in one ``write`` as soon as it is made, so the file is complete up to
+the last frame handled, also after ``kill -9``.
+
+What survives what:
+
+* a hard kill (SIGKILL, power loss) cannot run ``close()``: an mp4 without its index does not
+  play. With ``segment_frames`` the video is a series of mp4 files rotated every N frames, each
+  finalised when the next one starts, so such a stop loses at most the last segment;
+* a full disk: before every video frame and JSON line the sink checks the free space of its
+  folder and stops with :class:`OutputError` naming the file while ``RESERVE_BYTES`` (plus
+  room for the mp4 index) are still free, so the index, the report and the timeline can still
+  be written; a write that fails anyway (quota, I/O error) is one line too, and a JSON line
+  that was half written is cut off again, so the file never ends in half a line;
+* small files (the report, the timeline PNG) are written to a temporary file and renamed over
+  the old one: a failure leaves the earlier file as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,9 +35,63 @@ from typing import Any
 import cv2
 import numpy as np
 
+# Kept free on an output's file system so that the outputs can be finalised (mp4 index, the
+# report, the timeline PNG) after a sink stopped for a full disk.
+RESERVE_BYTES = 4 << 20
+
 
 class OutputError(RuntimeError):
     """An output that cannot be written; the message is one line."""
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still put on ``folder``'s file system."""
+    return shutil.disk_usage(folder).free
+
+
+# The system call the JSON-lines sink writes with (a test injects ENOSPC here).
+_os_write: Callable[[int, bytes], int] = os.write
+
+
+def _why(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return e.strerror or str(e)
+
+
+def check_space(path: Path, need: int) -> None:
+    """Raise :class:`OutputError` when writing ``need`` more bytes next to ``path`` would eat
+    into the reserve kept for finalising the outputs."""
+    free = free_bytes(path.parent)
+    if free < need + RESERVE_BYTES:
+        raise OutputError(
+            f"disk full: {str(path)!r}: {free / 2**20:.1f} MiB free on its file system, "
+            f"{(need + RESERVE_BYTES) / 2**20:.1f} MiB are kept for finalising the outputs"
+        )
+
+
+def write_atomic(path: Path, data: bytes | Callable[[Any], None]) -> None:
+    """Write a small file through a temporary file and a rename: readers see the old file or
+    the new one, never a part. ``data``: the bytes, or a function writing to a binary file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; outputs are for sharing
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {str(path)!r}: {_why(e)}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_writable(path: Path) -> None:
@@ -43,28 +114,54 @@ def check_writable(path: Path) -> None:
 
 class VideoSink:
     """An mp4 (MPEG-4 part 2, OpenCV's FFmpeg writer), opened at the first frame's size; frames
-    of another size (an image folder) are resized to it."""
+    of another size (an image folder) are resized to it. With ``segment_frames`` it writes
+    ``STEM.0000.mp4``, ``STEM.0001.mp4``, ... of that many frames each (each finalised when the
+    next starts), else one file ``path``."""
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, segment_frames: int | None = None) -> None:
         check_writable(path)
-        self.path, self.fps = path, fps
+        self.path, self.fps, self.segment_frames = path, fps, segment_frames
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
-        self.frames = 0
+        self.frames = 0  # in all segments
+        self.in_segment = 0
+        self.segments: list[Path] = []  # written so far, the current one last
+
+    @staticmethod
+    def segment_path(path: Path, k: int) -> Path:
+        return path.with_name(f"{path.stem}.{k:04d}{path.suffix}")
+
+    def _open(self) -> None:
+        k = len(self.segments)
+        path = self.path if self.segment_frames is None else self.segment_path(self.path, k)
+        assert self.size is not None
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                      self.size)  # fmt: skip
+        if not self.writer.isOpened():
+            self.writer = None
+            raise OutputError(f"cannot write video {str(path)!r} (FFmpeg writer)")
+        self.segments.append(path)
+        self.in_segment = 0
 
     def write(self, frame: np.ndarray) -> None:
         h, w = frame.shape[:2]
+        if self.size is None:
+            # mp4v needs even sides; a tiny first image still gives a viewable video.
+            self.size = (max(2 * ((w + 1) // 2), 16), max(2 * ((h + 1) // 2), 16))
+        if self.writer is not None and self.in_segment == self.segment_frames:
+            self.writer.release()
+            self.writer = None
+        # Room for this frame uncompressed (a bound on its encoding) and the mp4 index.
+        check_space(self.segments[-1] if self.segments else self.path,
+                    3 * self.size[0] * self.size[1] + 64 * (self.in_segment + 1))  # fmt: skip
         if self.writer is None:
-            self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          self.fps, self.size)  # fmt: skip
-            if not self.writer.isOpened():
-                self.writer = None
-                raise OutputError(f"cannot write video {str(self.path)!r} (FFmpeg writer)")
+            self._open()
         if (w, h) != self.size:
             frame = cv2.resize(frame, self.size)
+        assert self.writer is not None
         self.writer.write(frame)
         self.frames += 1
+        self.in_segment += 1
 
     def close(self) -> None:
         if self.writer is not None:
@@ -73,24 +170,49 @@ class VideoSink:
 
 
 class JsonlSink:
-    """One JSON object per line, flushed per frame."""
+    """One JSON object per line, each line one ``write`` system call (no user-space buffer):
+    the file holds every complete line written, whatever stops the program."""
 
     def __init__(self, path: Path) -> None:
         check_writable(path)
         self.path = path
-        self.f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except OSError as e:
+            raise OutputError(f"cannot write {str(path)!r}: {_why(e)}") from None
+        self.size = 0  # bytes of complete lines
         self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self.f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self.f.flush()
+        assert self.fd is not None, "write after close"
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        check_space(self.path, len(data))
+        done = 0
+        try:
+            while done < len(data):
+                done += _os_write(self.fd, data[done:])
+        except OSError as e:
+            try:  # never leave half a line: cut back to the last complete one
+                os.ftruncate(self.fd, self.size)
+                os.lseek(self.fd, self.size, os.SEEK_SET)
+            except OSError:
+                pass
+            raise OutputError(
+                f"cannot write {str(self.path)!r}: {_why(e)} (it holds the first {self.lines} "
+                f"frame(s), complete)"
+            ) from None
+        self.size += len(data)
         self.lines += 1
 
     def close(self) -> None:
-        if not self.f.closed:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass  # the lines are written; fsync only hurries them to the disk
+            finally:
+                os.close(fd)
 
 
 class WindowSink:
@@ -118,7 +240,9 @@ class WindowSink:
 
 
 class MjpegServer:
-    """Serves the newest annotated frame as an MJPEG stream on http://127.0.0.1:PORT/ ."""
+    """Serves the newest annotated frame as an MJPEG stream on http://HOST:PORT/ (default
+    127.0.0.1, this machine only). The stream has no authentication and no encryption: whoever
+    reaches the address sees the video."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80) -> None:
         self.quality = quality

@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sw.pipeline import PipelineResult
+from sw.sinks import write_atomic
 
 
 def write_timeline_png(res: PipelineResult, path: Path, max_frames: int = 80,
                        title: str = "") -> bool:  # fmt: skip
-    """Draw the first ``max_frames`` frames' stage intervals; False when matplotlib is missing."""
+    """Draw the first ``max_frames`` frames' stage intervals (the pipeline keeps the first 80);
+    False when matplotlib is missing or no frame came out."""
     try:
         import matplotlib
 
@@ -43,10 +45,12 @@ def write_timeline_png(res: PipelineResult, path: Path, max_frames: int = 80,
     ax.set_yticks(range(len(stages)), stages)
     ax.invert_yaxis()
     ax.set_xlabel("time since the first capture (ms); colour = frame")
-    ax.set_title(title or f"{res.mode} pipeline, {len(rows)} of {len(res.timeline)} frames")
+    ax.set_title(title or f"{res.mode} pipeline, {len(rows)} of {res.frames_out} frames")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:  # through a temporary file: a full disk leaves the earlier PNG, never a part
+        write_atomic(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return True
