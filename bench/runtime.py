@@ -17,9 +17,13 @@ Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the mod
   model of the accelerator, NumPy) over float PyTorch inference of the same darknet network
   (``models/darknet.py``, cfg + weights), both on one CPU thread, alternating frame by frame;
   medians. > 1 means emu is slower.
-* ``peak_rss_mb`` and ``rss_growth_fraction``: the real command (``python -m sw.app detect``)
-  in its own process on the clip looped to ``--rss-frames`` (1,000) frames: RSS at the end
-  against RSS after 100 frames (a leak would show as growth), and its peak RSS.
+* ``peak_rss_mb``, ``rss_growth_fraction`` and ``threads_after_exit``: the real command
+  (``sw.app.main``, what ``shiftdet detect`` runs) in its own process on the 640x480 clip
+  looped to ``--rss-frames`` (6,000) frames, with every output on (mp4, JSON lines, report):
+  RSS at the end against RSS after 500 frames (a leak shows as growth; target <= 0.005), its
+  peak RSS, and the threads still alive in that process after ``main`` returned (target 0).
+  The model there is the same artifact at ``--rss-size`` (128x128: the same layers and
+  per-frame bookkeeping, 16x fewer pixels, so that 6,000 frames take minutes, not an hour).
 
 The model is the best quantized Yolo-Fastest under models/artifacts/ when there is one; until
 then a *structural stand-in*: the Yolo-Fastest cfg at 512x512 with random pow2/int8 weights
@@ -244,7 +248,8 @@ def run_pipeline(
 ) -> PipelineResult:
     video = VideoSink(out_dir / "bench.mp4", 25.0)
     jsonl = JsonlSink(out_dir / "bench.jsonl")
-    det = app.Detector(plan, backend, names, 0.25, 0.45, [video], jsonl)
+    decoder = YoloDecoder.for_plan(plan, conf_thresh=0.25, nms_thresh=0.45)
+    det = app.Detector(plan, backend, names, decoder, [video], jsonl)
     pipe = Pipeline(source, det.stages(), queue_depth=4, on_output=on_frame)
     try:
         res = pipe.run_sequential() if sequential else pipe.run_threaded()
@@ -291,13 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-frames", type=int, default=40)
     ap.add_argument("--cpu-frames", type=int, default=30)
     ap.add_argument("--torch-frames", type=int, default=20)
-    ap.add_argument("--rss-frames", type=int, default=1000)
+    ap.add_argument("--rss-frames", type=int, default=6000)
+    ap.add_argument("--rss-size", type=int, default=128, help="model input size of the memory run")
     ap.add_argument("--rounds", type=int, default=3, help="sequential/threaded pipeline rounds")
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     ap.add_argument("--out", default=str(REPO / "bench/results/runtime.json"))
     args = ap.parse_args(argv)
     if args.quick:
-        args.pipeline_frames, args.cpu_frames, args.torch_frames, args.rss_frames = 12, 8, 3, 120
+        args.pipeline_frames, args.cpu_frames, args.torch_frames, args.rss_frames = 12, 8, 3, 600
         args.rounds = 1
     d = data_dir()
     clip = d / CLIP
@@ -369,17 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         # Memory: the real command in its own process (no torch in it), on a long video.
         long_clip = Path(tmp) / "long.mp4"
         write_long_video(clip, long_clip, args.rss_frames)
-        art_path = Path(args.model) if args.model else artmod.save(art, Path(tmp) / "m.npz")
-        cmd = [sys.executable, "-m", "sw.app", "detect", str(long_clip), "--model",
-               str(art_path), "--out-dir", str(Path(tmp) / "rss"), "--no-progress"]  # fmt: skip
+        small = artmod.with_input_size(art, args.rss_size, args.rss_size)
+        art_path = artmod.save(small, Path(tmp) / "m.npz")
+        runner = ("import sys, threading; from sw import app; rc = app.main(sys.argv[1:]); "
+                  "alive = [t.name for t in threading.enumerate() "
+                  "if t is not threading.main_thread()]; print('THREADS_AFTER_EXIT', len(alive), "
+                  "alive); sys.exit(rc)")  # fmt: skip
+        cmd = [sys.executable, "-c", runner, "detect", str(long_clip), "--model", str(art_path),
+               "--out-dir", str(Path(tmp) / "rss"), "--no-progress"]  # fmt: skip
         run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=7200)
         if run.returncode:
             raise RuntimeError(f"memory run failed: {run.stderr.strip()}")
+        threads_after = int(run.stdout.split("THREADS_AFTER_EXIT")[1].split()[0])
         rep = json.loads((Path(tmp) / "rss" / "long.report.json").read_text())
         mem = rep["rss_mb"]
-        rss100, rss_end, peak = mem["after_100_frames"], mem["end"], mem["peak"]
-        print(f"RSS after 100 frames {rss100} MB, after {rep['frames_out']} {rss_end} MB; "
-              f"peak {peak} MB ({rep['fps']} fps)", flush=True)  # fmt: skip
+        rss500, rss_end, peak = mem["after_500_frames"], mem["end"], mem["peak"]
+        print(f"RSS after 500 frames {rss500} MB, after {rep['frames_out']} {rss_end} MB; "
+              f"peak {peak} MB ({rep['fps']} fps); threads after exit {threads_after}",
+              flush=True)  # fmt: skip
 
     emu_ms, torch_ms = bench_emu_vs_torch(backend, frames, size, args.torch_frames)
     print(f"emu {emu_ms:.1f} ms/frame vs torch float {torch_ms:.1f} ms/frame", flush=True)
@@ -398,11 +411,16 @@ def main(argv: list[str] | None = None) -> int:
         "emu_ms_per_frame": round(emu_ms, 3),
         "torch_float_ms_per_frame": round(torch_ms, 3),
         "peak_rss_mb": peak,
-        "rss_mb_after_100": rss100,
-        f"rss_mb_after_{rep['frames_out']}": rss_end,
-        "rss_growth_fraction": round((rss_end - rss100) / rss100, 4),
-        "memory_run": {"command": "python -m sw.app detect <TUD-Stadtmitte looped> --model M",
-                       "frames": rep["frames_out"], "fps": rep["fps"]},
+        "rss_mb_after_500": rss500,
+        "rss_mb_end": rss_end,
+        "rss_growth_fraction": round((rss_end - rss500) / rss500, 5),
+        "rss_growth_target": 0.005,
+        "threads_after_exit": threads_after,
+        "memory_run": {"command": "sw.app.main(['detect', <TUD-Stadtmitte looped>, '--model', "
+                                  f"M at {args.rss_size}x{args.rss_size}])",
+                       "frames": rep["frames_out"], "fps": rep["fps"],
+                       "input_size": [args.rss_size, args.rss_size],
+                       "rss_from_frame": 500},
         "model": model_desc,
         "input_size": [size, size],
         "backend": "emu",

@@ -295,10 +295,15 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _describe_skips(idx: list[int]) -> str:
+def _describe_skips(idx: list[int], reasons: dict[int, str] | None = None) -> str:
     if not idx:
         return ""
-    return f"{len(idx)} undecodable frame(s) skipped (indices {idx[0]}..{idx[-1]})"
+    why = sorted({(reasons or {}).get(i, "undecodable") for i in idx})
+    if why == ["undecodable"]:
+        return f"{len(idx)} undecodable frame(s) skipped (indices {idx[0]}..{idx[-1]})"
+    return (f"{len(idx)} input frame(s) skipped (indices {idx[0]}..{idx[-1]}): "
+            f"{why[0]}{f' and {len(why) - 1} other reason(s)' if len(why) > 1 else ''}; "
+            f"skip_reasons in the report")  # fmt: skip
 
 
 def check_name(name: str) -> str:
@@ -343,13 +348,6 @@ def _segments_of(video: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(pat))
 
 
-def _open_source(spec: str, timeout_s: float) -> Source:
-    try:
-        return open_source(spec, read_timeout_s=timeout_s)
-    except TypeError:  # TEMP until sources take the timeout
-        return open_source(spec)
-
-
 def run_detect(args: argparse.Namespace) -> int:
     """The ``detect`` command; returns the exit status."""
     with StopSignals() as stops:
@@ -380,7 +378,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
             raise UsageError(f"{model_path}: cannot decode its YOLO outputs: {e}") from None
         if args.print_plan:
             print(plan.table())
-        source = _open_source(args.input, args.source_timeout)
+        source = open_source(args.input, read_timeout_s=args.source_timeout)
         opened.append(source)
         out_dir = Path(args.out_dir)
         stem = args.name or ("live" if source.live else Path(source.name).stem or "out")
@@ -389,7 +387,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         if minutes is None:
             minutes = LIVE_SEGMENT_MINUTES if source.live else 0.0
         seg_frames = max(1, round(minutes * 60 * source.fps)) if minutes > 0 else None
-        inputs = [*getattr(source, "files", []), model_path]
+        inputs = [*source.files, model_path]
         for extra in (args.config, args.emulate_build, args.bitstream):
             if extra:
                 inputs += [Path(extra), Path(extra).with_suffix(".hwh")]
@@ -526,6 +524,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "frames_out": res.frames_out,
         "dropped_live": res.dropped,
         "skipped_undecodable": list(source.skipped),
+        "skip_reasons": {str(i): r for i, r in getattr(source, "skip_reasons", {}).items()},
         "detections": det.detections,
         "wall_s": round(res.wall_s if final else time.perf_counter() - res.t0, 3),
         "fps": round(throughput_fps(res), 3),
@@ -550,7 +549,8 @@ def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool,
     print(f"{report['frames_out']} frames, {report['fps']:.2f} fps ({report['mode']}); "
           f"ms/frame: {line}")  # fmt: skip
     if report["skipped_undecodable"]:
-        _say(f"warning: {_describe_skips(report['skipped_undecodable'])}")
+        reasons = {int(i): r for i, r in report["skip_reasons"].items()}
+        _say(f"warning: {_describe_skips(report['skipped_undecodable'], reasons)}")
     if report["dropped_live"]:
         _say(f"warning: dropped {report['dropped_live']} frame(s): the pipeline fell behind the "
              f"live source")  # fmt: skip

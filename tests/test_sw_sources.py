@@ -401,3 +401,41 @@ def test_close_before_the_end_is_a_normal_end_and_joins(monkeypatch) -> None:
     src.close()  # the reader is blocked handing over (the queue is full): stops at once
     assert not src.thread.is_alive() and fake.released and src.end_reason is None
     assert src.read() is None
+
+
+@pytest.mark.timeout(120)
+def test_the_app_ends_a_stalled_stream_with_one_line_and_complete_outputs(
+    tmp_path, capsys, stalling
+) -> None:
+    """``shiftdet detect URL --source-timeout 2`` on a stream that stalls after 6 frames: exit 1,
+    the last line says why, and the outputs hold every frame that came (video segments of a
+    live source finalised, report final)."""
+    from sim.reference.randnet import random_network
+    from sw import app
+    from sw.artifact import save
+
+    art = random_network(np.random.default_rng(5), height=64, width=64)
+    art.classes = ["a", "b"]
+    model = save(art, tmp_path / "m.npz")
+    server = stalling(6)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    rc = _bounded(lambda: app.main(["detect", server.url, "--model", str(model), "--out-dir",
+                                    str(out), "--no-progress", "--source-timeout", "2"]),
+                  90)  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and time.monotonic() - t0 < 60, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: capture: stream {server.url!r} delivered no frame for 2.0 s"
+    )
+    lines = (out / "live.jsonl").read_text().splitlines()
+    rep = json.loads((out / "live.report.json").read_text())
+    assert rep["final"] and rep["frames_out"] == len(lines) >= 3 and rep["error"]
+    segs = sorted(out.glob("live.*.mp4"))  # a live source writes segments by default
+    assert [p.name for p in segs] == ["live.0000.mp4"] == rep["video"]
+    cap = cv2.VideoCapture(str(segs[0]))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == len(lines)
