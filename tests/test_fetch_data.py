@@ -11,13 +11,14 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -105,6 +106,9 @@ class Server:
     root: Path
     hits: list[str] = field(default_factory=list)
     truncate: set[str] = field(default_factory=set)  # URL paths served half-length
+    # URL path -> function that writes the whole response itself (endless, trickling servers)
+    handlers: dict[str, Callable[[BaseHTTPRequestHandler], None]] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at teardown
 
 
 @pytest.fixture
@@ -117,6 +121,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
             state.hits.append(path)
+            if path in state.handlers:
+                try:
+                    state.handlers[path](self)
+                except OSError:  # the fetcher hung up: what these servers wait for
+                    pass
+                self.close_connection = True
+                return
             target = root / path.lstrip("/")
             if not target.is_file():
                 self.send_error(404)
@@ -138,6 +149,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     try:
         yield state
     finally:
+        state.stopping.set()
         httpd.shutdown()
         httpd.server_close()
 
@@ -513,3 +525,254 @@ def test_command_line_exit_status(tmp_path: Path) -> None:
     assert bad.stderr.decode().strip() == "fetch_data: error: weights/darknet/voc.names: missing"
     none = subprocess.run([*run, "--only", "no/such/prefix"], capture_output=True)
     assert none.returncode == 1 and b"no manifest file matches" in none.stderr
+
+
+# --------------------------------------------------------------------------- hostile servers
+# Servers that never stop sending, trickle a byte at a time, or stall, and a run stopped by a
+# signal: the fetcher must stop at the manifest's size and at its deadline, exit on SIGINT and
+# SIGTERM within a second, and leave no file or part behind. Time bounds are generous (the
+# suite shares two cores with other work); the measured times are printed (pytest -s).
+
+HELLO = b"hello world\n"  # 12 bytes
+
+
+def wait_for(condition: Callable[[], object], seconds: float) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass; whether it held decides."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def hostile_manifest(tmp_path: Path, path: str = "x/file.txt", data: bytes = HELLO) -> Path:
+    """A manifest listing one file, downloaded from RAW + t/file (rewritten to the server)."""
+    entry = {"file": path, "url": f"{RAW}t/file", "sha256": sha256(data), "bytes": len(data)}
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": [{**entry, "licence": "test"}]}))
+    return manifest
+
+
+def endless(server: Server, sent: list[int], done: threading.Event) -> Callable:
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        try:
+            h.send_response(200)  # HTTP/1.0, no Content-Length: the body ends when we close
+            h.end_headers()
+            block = b"\0" * (1 << 16)
+            while not server.stopping.is_set():
+                h.wfile.write(block)
+                sent[0] += len(block)
+        finally:
+            done.set()
+
+    return handle
+
+
+def trickle(server: Server, length: int, head: bytes, every: float, in_headers: bool) -> Callable:
+    """Send ``head`` at once, then one byte every ``every`` s, in the body (of ``length``
+    announced bytes) or, with ``in_headers``, in a header line that never ends."""
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        if in_headers:
+            h.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+        else:
+            h.send_response(200)
+            h.send_header("Content-Length", str(length))
+            h.end_headers()
+            h.wfile.write(head)
+        while not server.stopping.wait(every):
+            h.wfile.write(b"a")
+
+    return handle
+
+
+def dest_bytes(dest: Path) -> int:
+    return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if dest.exists() else 0
+
+
+def test_endless_body_is_cut_at_the_manifest_size(
+    tmp_path: Path, server: Server, capsys: pytest.CaptureFixture
+) -> None:
+    sent, done = [0], threading.Event()
+    server.handlers["/raw/t/file"] = endless(server, sent, done)
+    dest = tmp_path / "data"
+    args = ["--manifest", str(hostile_manifest(tmp_path)), "--download", "--dest", str(dest)]
+    t0 = time.monotonic()
+    assert fd.main([*args, *rewrite_args(server), "--retries", "3"]) == 1
+    elapsed = time.monotonic() - t0
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(
+        "fetch_data: error: x/file.txt: server sent more than the 12 bytes the manifest lists"
+    )
+    assert server.hits == ["/raw/t/file"]  # not retried: the same server would do it again
+    assert not (dest / "x/file.txt").exists() and parts_left(dest) == [] and dest_bytes(dest) == 0
+    assert wait_for(done.is_set, 30), "the server was never cut off"
+    print(f"endless body: stopped after {elapsed:.2f} s, server sent {sent[0]} bytes")
+    assert elapsed < 30
+    assert sent[0] < 256 << 20  # what the sockets buffer, not what a disk fills with
+
+
+def test_endless_archive_is_cut_at_its_cap(
+    tmp_path: Path,
+    server: Server,
+    derived_setup: tuple[Path, dict, dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    manifest_path, manifest, _ = derived_setup
+    # The manifest may give an archive's size (then that is the cap), else ARCHIVE_CAP applies.
+    size = len((server.root / "cl/imagenet.tar.gz").read_bytes())
+    manifest["derived"][0]["archive_bytes"] = size - 1
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setattr(fd, "ARCHIVE_CAP", 1 << 20)
+    sent, done = [0], threading.Event()
+    server.handlers["/cl/cifar.tar.gz"] = endless(server, sent, done)
+    dest = tmp_path / "data"
+    args = ["--manifest", str(manifest_path), "--download", "--dest", str(dest)]
+    assert fd.main([*args, *rewrite_args(server)]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 2
+    assert lines[0].startswith(
+        f"fetch_data: error: unlabeled/in: server sent more than the {size - 1} bytes the "
+        "manifest lists"
+    )
+    assert lines[1].startswith(
+        f"fetch_data: error: cifar: server sent more than the archive cap of {1 << 20} bytes"
+    )
+    assert parts_left(dest) == [] and dest_bytes(dest) == 0
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_trickling_server_is_cut_off_at_the_deadline(
+    tmp_path: Path, server: Server, capsys: pytest.CaptureFixture, in_headers: bool
+) -> None:
+    # One byte every 0.5 s: the read timeout (3 s) never fires, only the deadline can stop it.
+    data = bytes(range(256)) * 4
+    server.handlers["/raw/t/file"] = trickle(server, len(data), data[:10], 0.5, in_headers)
+    dest = tmp_path / "data"
+    manifest = hostile_manifest(tmp_path, data=data)
+    args = ["--manifest", str(manifest), "--download", "--dest", str(dest), *rewrite_args(server)]
+    t0 = time.monotonic()
+    assert fd.main([*args, "--deadline", "2", "--timeout", "3", "--retries", "3"]) == 1
+    elapsed = time.monotonic() - t0
+    (line,) = error_lines(capsys.readouterr().err)
+    print(f"trickle in the {'headers' if in_headers else 'body'}: cut off after {elapsed:.2f} s")
+    assert (
+        line == "fetch_data: error: x/file.txt: not fetched within its deadline of 2 s (--deadline)"
+    )
+    assert 2.0 <= elapsed < 15
+    assert server.hits == ["/raw/t/file"]
+    assert not (dest / "x/file.txt").exists() and parts_left(dest) == []
+
+
+def start_fetcher(args: list[str], disposition: signal.Handlers) -> subprocess.Popen:
+    def default_signals() -> None:
+        # The suite may run with SIGINT ignored (nohup, CI, `(trap '' INT; make test)`); a child
+        # would inherit that. Give it the dispositions an interactive shell gives a command
+        # (SIG_DFL), or on purpose SIG_IGN: the fetcher installs its own handlers either way.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, disposition)
+
+    env = {k: v for k, v in os.environ.items() if k != "DATA_MIRROR"}
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=default_signals,
+    )
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "disposition"),
+    [
+        (signal.SIGINT, 130, signal.SIG_DFL),
+        (signal.SIGTERM, 143, signal.SIG_DFL),
+        (signal.SIGINT, 130, signal.SIG_IGN),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGINT-ignored-by-parent"],
+)
+def test_signal_stops_a_stalled_download(
+    tmp_path: Path,
+    server: Server,
+    signum: signal.Signals,
+    status: int,
+    disposition: signal.Handlers,
+) -> None:
+    data = bytes(range(256)) * 4
+    server.handlers["/raw/t/file"] = trickle(server, len(data), data[:10], 0.2, False)
+    dest = tmp_path / "data"
+    manifest = hostile_manifest(tmp_path, data=data)
+    proc = start_fetcher(
+        ["--manifest", str(manifest), "--download", "--dest", str(dest), *rewrite_args(server)],
+        disposition,
+    )
+    try:
+        # Its part file exists once the first bytes arrived: the download is under way.
+        assert wait_for(lambda: parts_left(dest) or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()
+        assert server.hits == ["/raw/t/file"]
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"{signum.name}: exited {proc.returncode} after {elapsed:.2f} s")
+    assert proc.returncode == status, err
+    assert elapsed < 5
+    assert err.decode().strip().splitlines() == [
+        f"fetch_data: interrupted by {signum.name}; partial files removed"
+    ]
+    assert parts_left(dest) == [] and not (dest / "x/file.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["../x.txt", "a/../../x.txt", "/ABS/x.txt", "a\\..\\x.txt", "a//x.txt", "./x.txt"]
+)
+def test_manifest_paths_outside_data_are_refused(
+    tmp_path: Path, server: Server, capsys: pytest.CaptureFixture, path: str
+) -> None:
+    path = path.replace("/ABS", str(tmp_path))
+    serve_raw(server, fd.FileEntry(path, "", 0, "", url=f"{RAW}t/file"), HELLO)
+    (tmp_path / "data").mkdir()
+    manifest = hostile_manifest(tmp_path, path=path)
+    before = sorted(tmp_path.rglob("*"))
+    args = ["--manifest", str(manifest), "--dest", str(tmp_path / "data"), *rewrite_args(server)]
+    assert fd.main([*args, "--download"]) == 1
+    assert fd.main([*args, "--check"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert (
+        lines
+        == [
+            f"fetch_data: error: {path}: refused: manifest path is not a plain path below data/ "
+            f"(in {manifest})"
+        ]
+        * 2
+    )
+    assert server.hits == [] and sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("mirror", [False, True], ids=["download", "mirror"])
+def test_symlink_out_of_data_is_not_written_through(
+    tmp_path: Path, server: Server, capsys: pytest.CaptureFixture, mirror: bool
+) -> None:
+    outside, dest = tmp_path / "outside", tmp_path / "data"
+    outside.mkdir()
+    dest.mkdir()
+    (dest / "link").symlink_to(outside, target_is_directory=True)
+    path = "link/sub/f.txt"
+    manifest = hostile_manifest(tmp_path, path=path)
+    serve_raw(server, fd.FileEntry(path, "", 0, "", url=f"{RAW}t/file"), HELLO)
+    (tmp_path / "mirror/link/sub").mkdir(parents=True)
+    (tmp_path / "mirror" / path).write_bytes(HELLO)
+    source = ["--mirror", str(tmp_path / "mirror")] if mirror else ["--download"]
+    args = ["--manifest", str(manifest), "--dest", str(dest), *source, *rewrite_args(server)]
+    assert fd.main(args) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"fetch_data: error: {path}: refused: ") and "(a symlink)" in line
+    assert list(outside.iterdir()) == []  # not even the folder "sub"
+    assert parts_left(dest) == []

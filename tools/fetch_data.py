@@ -12,6 +12,12 @@ hidden temporary file beside its target, verified, then renamed into place, so a
 or failed fetch never leaves a partial or unverified file under its real name. Problems are
 reported as one line per file (``fetch_data: error: PATH: PROBLEM``) and exit status 1.
 
+No download can fill the disk or hang: each one stops at the size the manifest lists for the
+file (archives: at a stated cap), each file has an overall deadline (``--deadline``, default from
+its size) that holds even against a server trickling bytes, Ctrl-C or SIGTERM stop the run
+within a second (exit status 130 / 143), and temporary files are removed on every exit path.
+Manifest paths that would leave the data folder are refused.
+
 ``--check`` only verifies what is there. ``--rewrite FROM=TO`` maps URL prefixes (tests point
 the real URLs at a local server with it).
 """
@@ -23,6 +29,8 @@ import hashlib
 import io
 import json
 import os
+import queue
+import signal
 import sys
 import tarfile
 import tempfile
@@ -33,7 +41,6 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from http.client import HTTPException
 from pathlib import Path
@@ -55,6 +62,14 @@ PART_SUFFIX = ".fetch-part"  # temporary files; never a file's real name, and gi
 STALE_PART_AGE_S = 3600.0  # a .fetch-part this old belongs to a killed run, not a running one
 CHUNK = 1 << 20
 RETRY_DELAY_S = 2.0  # times the try number: 2 s, 4 s, ...
+# An archive (derived sets) is cut off here unless the manifest gives its "archive_bytes": the
+# two upstream archives are estimated at 100-200 MB each (not measured), so 1 GiB is generous
+# and still bounds the disk.
+ARCHIVE_CAP = 1 << 30
+# Default --deadline of a file: this many seconds, or its size at this rate if that is longer.
+DEADLINE_MIN_S = 120.0
+DEADLINE_RATE = 100e3  # bytes/s
+WATCH_S = 0.2  # how often the main thread looks at deadlines and signals while files download
 USER_AGENT = "pow2det-fetch-data/1"
 
 # Transform ids used in MANIFEST.json "transform_id" (the prose "transform" says the same).
@@ -88,6 +103,19 @@ class FetchError(Exception):
         self.transient = transient
 
 
+class Cancelled(Exception):
+    """A transfer stops without an error of its own: Ctrl-C, another file's error, a deadline
+    the main thread already reported."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the main thread (raised there by the handler main installs)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file under data/: where it goes, what it must hash to, and where it comes from."""
@@ -108,6 +136,7 @@ class DerivedSet:
     archive: str
     transform: str
     files: tuple[FileEntry, ...]
+    archive_bytes: int | None = None  # the archive's exact size, if the manifest gives it
 
 
 @dataclass(frozen=True)
@@ -132,10 +161,20 @@ class Manifest:
         )
 
 
+def _plain_path(rel: str) -> str:
+    """``rel`` if it names a file below data/, else FetchError (absolute, "..", "." or empty
+    components, backslashes: nothing may be written outside the data folder)."""
+    if not isinstance(rel, str) or "\\" in rel or "\0" in rel:
+        raise FetchError(str(rel), "refused: manifest path is not a plain path below data/")
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise FetchError(rel, "refused: manifest path is not a plain path below data/")
+    return rel
+
+
 def load_manifest(path: Path) -> Manifest:
     doc = json.loads(path.read_text(encoding="utf-8"))
     raw = tuple(
-        FileEntry(f["file"], f["sha256"], int(f["bytes"]), f["licence"], url=f["url"])
+        FileEntry(_plain_path(f["file"]), f["sha256"], int(f["bytes"]), f["licence"], url=f["url"])
         for f in doc["files"]
     )
     derived = tuple(
@@ -143,9 +182,14 @@ def load_manifest(path: Path) -> Manifest:
             dir=d["dir"],
             archive=d["archive"],
             transform=d["transform_id"],
+            archive_bytes=int(d["archive_bytes"]) if "archive_bytes" in d else None,
             files=tuple(
                 FileEntry(
-                    f["file"], f["sha256"], int(f["bytes"]), d["licence"], member=f.get("member")
+                    _plain_path(f["file"]),
+                    f["sha256"],
+                    int(f["bytes"]),
+                    d["licence"],
+                    member=f.get("member"),
                 )
                 for f in d["files"]
             ),
@@ -210,38 +254,109 @@ class Source:
     retries: int = 3
     timeout: float = 60.0
     retry_delay: float = RETRY_DELAY_S
+    deadline: float | None = None  # seconds per file; None: deadline_for(size)
 
     def describe(self) -> str:
         return f"mirror {self.mirror}" if self.mirror else "upstream URLs"
+
+    def deadline_for(self, size: int) -> float:
+        """Seconds one file of ``size`` bytes may take, all tries together."""
+        if self.deadline is not None:
+            return self.deadline
+        return max(DEADLINE_MIN_S, size / DEADLINE_RATE)
+
+
+class Run:
+    """One fetch: the cancel event every transfer watches, and every temporary file it made
+    (close() deletes the ones still there, whatever ended the run)."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.lock = threading.RLock()  # reentrant: a signal may interrupt the main thread in it
+        self.parts: set[Path] = set()
+        self.closed = False
+
+    def new_part(self, root: Path, rel: str) -> tuple[int, Path]:
+        target = root / rel
+        self._inside(root, rel)  # before mkdir, which would follow a link out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._inside(root, rel)
+        with self.lock:
+            if self.closed:
+                raise Cancelled
+            prefix = f".{target.name}."
+            fd, name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=PART_SUFFIX)
+            self.parts.add(Path(name))
+        return fd, Path(name)
+
+    @staticmethod
+    def _inside(root: Path, rel: str) -> None:
+        parent = (root / rel).parent
+        if not parent.resolve().is_relative_to(root.resolve()):
+            raise FetchError(rel, f"refused: {parent} leads out of {root} (a symlink)")
+
+    def drop_part(self, part: Path) -> None:
+        with self.lock:
+            self.parts.discard(part)
+            part.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.cancel.set()
+            for part in self.parts:
+                part.unlink(missing_ok=True)
+            self.parts.clear()
+
+
+@dataclass(eq=False)
+class Transfer:
+    """One file (or archive) being fetched, by a worker thread, before ``deadline``."""
+
+    what: str
+    seconds: float
+    run: Run
+    deadline: float = 0.0  # time.monotonic() by which it must be done
+    abandoned: bool = False  # the main thread gave up on it (deadline, Ctrl-C)
+
+    def check(self) -> None:
+        """Called between chunks and tries: stop here if the run no longer wants this."""
+        if self.abandoned or self.run.cancel.is_set():
+            raise Cancelled
 
 
 # --------------------------------------------------------------------------- writing files
 
 
-def _new_part(target: Path) -> tuple[int, Path]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX)
-    return fd, Path(name)
-
-
 def install_stream(
-    root: Path, entry: FileEntry, chunks: Iterable[bytes], origin: str, *, expect: int | None = None
+    root: Path,
+    entry: FileEntry,
+    chunks: Iterable[bytes],
+    origin: str,
+    transfer: Transfer,
+    *,
+    expect: int | None = None,
+    too_big: str = "",
 ) -> None:
     """Write ``chunks`` beside ``root/entry.path``, verify size and sha256, then rename it in.
 
     ``origin`` names the source in messages ("in mirror X", "from URL"). ``expect`` is the
     length the sender announced, if any: a shorter stream is a truncated transfer (retryable).
+    More bytes than the manifest lists end it with ``too_big`` (the chunks should stop at one
+    byte more than that).
     """
     target = root / entry.path
-    fd, part = _new_part(target)
+    fd, part = transfer.run.new_part(root, entry.path)
     try:
         digest = hashlib.sha256()
         size = 0
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
+                size += len(chunk)
+                if size > entry.size:
+                    raise FetchError(entry.path, too_big)
                 f.write(chunk)
                 digest.update(chunk)
-                size += len(chunk)
         if size < entry.size or (expect is not None and size < expect):
             want = max(entry.size, expect or 0)
             raise FetchError(
@@ -255,11 +370,11 @@ def install_stream(
         os.chmod(part, 0o644)  # mkstemp makes 0600; data files are plain readable files
         os.replace(part, target)  # atomic: the real name only ever holds a verified file
     finally:
-        part.unlink(missing_ok=True)
+        transfer.run.drop_part(part)
 
 
-def install_bytes(root: Path, entry: FileEntry, data: bytes, origin: str) -> None:
-    install_stream(root, entry, [data], origin)
+def install_bytes(root: Path, entry: FileEntry, data: bytes, origin: str, run: Run) -> None:
+    install_stream(root, entry, [data], origin, Transfer(entry.path, 0.0, run))
 
 
 def remove_stale_parts(root: Path) -> None:
@@ -278,25 +393,38 @@ def remove_stale_parts(root: Path) -> None:
 # --------------------------------------------------------------------------- sources
 
 
-def copy_from_mirror(root: Path, entry: FileEntry, mirror: Path) -> None:
+def copy_from_mirror(root: Path, entry: FileEntry, mirror: Path, transfer: Transfer) -> None:
     src = mirror / entry.path
     if not src.is_file():
         raise FetchError(entry.path, f"missing from mirror {mirror} (try --download)")
 
     def chunks() -> Iterator[bytes]:
         with src.open("rb") as f:
-            while chunk := f.read(CHUNK):
+            left = entry.size + 1  # one byte more tells a larger file
+            while left > 0 and (chunk := f.read(min(CHUNK, left))):
+                transfer.check()
+                left -= len(chunk)
                 yield chunk
 
-    install_stream(root, entry, chunks(), f"in mirror {mirror}")
+    big = f"file in mirror {mirror} is larger than the {entry.size} bytes the manifest lists"
+    install_stream(root, entry, chunks(), f"in mirror {mirror}", transfer, too_big=big)
 
 
-def _http_chunks(url: str, timeout: float, length: list[int | None]) -> Iterator[bytes]:
+def _http_chunks(
+    url: str, timeout: float, length: list[int | None], limit: int, transfer: Transfer
+) -> Iterator[bytes]:
+    """The body of ``url``, at most ``limit`` bytes, each chunk what one socket read gave
+    (read1), so that the transfer's checks run even when a server sends a byte at a time."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         header = response.headers.get("Content-Length")
         length[0] = int(header) if header and header.isdigit() else None
-        while chunk := response.read(CHUNK):
+        while limit > 0:
+            transfer.check()
+            chunk = response.read1(min(CHUNK, limit))
+            if not chunk:
+                return
+            limit -= len(chunk)
             yield chunk
 
 
@@ -308,12 +436,14 @@ def _network_problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def with_retries(source: Source, what: str, url: str, attempt: Callable[[], None]) -> None:
+def with_retries(source: Source, transfer: Transfer, url: str, attempt: Callable[[], None]) -> None:
     """Run ``attempt``; retry network errors and truncated transfers, then give up in one line."""
+    what = transfer.what
     last: FetchError | None = None
     for n in range(max(1, source.retries)):
         if n:
-            time.sleep(source.retry_delay * n)
+            transfer.run.cancel.wait(source.retry_delay * n)
+        transfer.check()
         try:
             attempt()
             return
@@ -338,22 +468,24 @@ def with_retries(source: Source, what: str, url: str, attempt: Callable[[], None
     raise last
 
 
-def download_raw(root: Path, entry: FileEntry, source: Source) -> None:
+def download_raw(root: Path, entry: FileEntry, source: Source, transfer: Transfer) -> None:
     assert entry.url is not None
     url = source.rewrite(entry.url)
+    big = f"server sent more than the {entry.size} bytes the manifest lists (from {url})"
 
     def attempt() -> None:
         length: list[int | None] = [None]
-        chunks = _http_chunks(url, source.timeout, length)
+        chunks = _http_chunks(url, source.timeout, length, entry.size + 1, transfer)
         try:
             # Pull the first chunk so the announced length is known before the size is judged.
             first = next(chunks, b"")
             origin = f"download from {url}"
-            install_stream(root, entry, _chain(first, chunks), origin, expect=length[0])
+            stream = _chain(first, chunks)
+            install_stream(root, entry, stream, origin, transfer, expect=length[0], too_big=big)
         finally:
             chunks.close()  # closes the connection even when install_stream gave up early
 
-    with_retries(source, entry.path, url, attempt)
+    with_retries(source, transfer, url, attempt)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -361,19 +493,28 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def download_archive(url: str, into: Path, what: str, source: Source) -> Path:
-    """Download ``url`` to a temporary file under ``into``; the caller deletes it."""
-
-    fd, part = _new_part(into / "archive")
+def download_archive(
+    url: str, into: Path, cap: int, exact: bool, source: Source, transfer: Transfer
+) -> Path:
+    """Download ``url`` (at most ``cap`` bytes; ``exact``: the manifest's size of it) to a
+    temporary file under ``into``; the caller deletes it (transfer.run.drop_part)."""
+    what = transfer.what
+    fd, part = transfer.run.new_part(into, "archive")
     os.close(fd)
+    if exact:
+        big = f"server sent more than the {cap} bytes the manifest lists (from {url})"
+    else:
+        big = f"server sent more than the archive cap of {cap} bytes (from {url})"
 
     def attempt() -> None:
         length: list[int | None] = [None]
         size = 0
         with part.open("wb") as f:
-            for chunk in _http_chunks(url, source.timeout, length):
-                f.write(chunk)
+            for chunk in _http_chunks(url, source.timeout, length, cap + 1, transfer):
                 size += len(chunk)
+                if size > cap:
+                    raise FetchError(what, big)
+                f.write(chunk)
         if length[0] is not None and size < length[0]:
             raise FetchError(
                 what,
@@ -382,9 +523,9 @@ def download_archive(url: str, into: Path, what: str, source: Source) -> Path:
             )
 
     try:
-        with_retries(source, what, url, attempt)
+        with_retries(source, transfer, url, attempt)
     except BaseException:
-        part.unlink(missing_ok=True)
+        transfer.run.drop_part(part)
         raise
     return part
 
@@ -512,17 +653,29 @@ TRANSFORMS: dict[str, Callable[[tarfile.TarFile, Sequence[FileEntry]], Rebuilt]]
 
 
 def rebuild_derived(
-    root: Path, dset: DerivedSet, wanted: Sequence[FileEntry], source: Source, bar: Any
+    root: Path,
+    dset: DerivedSet,
+    wanted: Sequence[FileEntry],
+    source: Source,
+    bar: Any,
+    run: Run,
 ) -> list[FetchError]:
     """Download the set's archive, rebuild ``wanted`` from it; one error per file that fails."""
     transform = TRANSFORMS.get(dset.transform)
     if transform is None:
         return [FetchError(dset.dir, f"unknown transform_id {dset.transform!r}")]
     url = source.rewrite(dset.archive)
-    try:
-        archive = download_archive(url, root, dset.dir, source)
-    except FetchError as exc:
-        return [exc]
+    cap = dset.archive_bytes or ARCHIVE_CAP
+    archives: list[Path] = []
+
+    def download(transfer: Transfer) -> None:
+        exact = dset.archive_bytes is not None
+        archives.append(download_archive(url, root, cap, exact, source, transfer))
+
+    failed = run_transfers(run, [(dset.dir, source.deadline_for(cap), download)], 1, None)
+    if failed or not archives:
+        return failed
+    archive = archives[0]
     errors: list[FetchError] = []
     done: set[str] = set()
     try:
@@ -531,7 +684,7 @@ def rebuild_derived(
                 done.add(entry.path)
                 got = hashlib.sha256(data).hexdigest()
                 if got == entry.sha256 and len(data) == entry.size:
-                    install_bytes(root, entry, data, f"after rebuild from {url}")
+                    install_bytes(root, entry, data, f"after rebuild from {url}", run)
                 else:
                     # Not written: the rebuild is deterministic only for the same OpenCV
                     # (libjpeg) and zlib builds as the ones that made the manifest.
@@ -547,7 +700,7 @@ def rebuild_derived(
         # A broken archive (or undecodable member) fails the whole set in one line.
         return [*errors, FetchError(dset.dir, f"cannot rebuild from {url}: {exc}")]
     finally:
-        archive.unlink(missing_ok=True)
+        run.drop_part(archive)
     missing = [e for e in wanted if e.path not in done]
     return errors + [
         FetchError(e.path, f"member {e.member} not found in archive {url}") for e in missing
@@ -558,7 +711,18 @@ def rebuild_derived(
 
 
 def fetch(manifest: Manifest, root: Path, source: Source, jobs: int = 8) -> list[FetchError]:
-    """Make ``root`` hold every manifest file; return the problems (empty when all is well)."""
+    """Make ``root`` hold every manifest file; return the problems (empty when all is well).
+
+    Whatever ends it (an error, a deadline, Interrupted from a signal), the temporary files it
+    made are deleted before it returns or raises."""
+    run = Run()
+    try:
+        return _fetch(manifest, root, source, jobs, run)
+    finally:
+        run.close()
+
+
+def _fetch(manifest: Manifest, root: Path, source: Source, jobs: int, run: Run) -> list[FetchError]:
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(root)
     files = manifest.all_files()
@@ -578,43 +742,98 @@ def fetch(manifest: Manifest, root: Path, source: Source, jobs: int = 8) -> list
     ) as bar:
         # The mirror holds the derived files ready-made: they are plain copies there.
         singles = todo if source.mirror else [e for e in todo if e.url is not None]
-        errors += _fetch_singles(root, singles, source, jobs, bar)
+        errors += run_transfers(run, [_single(root, e, source) for e in singles], jobs, bar)
         if not source.mirror and not errors:
             for dset in manifest.derived:
                 wanted = [e for e in dset.files if e.path in needed]
                 if wanted:
-                    errors += rebuild_derived(root, dset, wanted, source, bar)
+                    errors += rebuild_derived(root, dset, wanted, source, bar, run)
     return errors
 
 
-def _fetch_singles(
-    root: Path, entries: Sequence[FileEntry], source: Source, jobs: int, bar: Any
-) -> list[FetchError]:
-    stop = threading.Event()  # first error stops the rest: one bad source, one line
+Task = tuple[str, float, Callable[[Transfer], None]]  # what, deadline in seconds, the work
 
-    def one(entry: FileEntry) -> None:
-        if stop.is_set():
-            return
+
+def _single(root: Path, entry: FileEntry, source: Source) -> Task:
+    def work(transfer: Transfer) -> None:
         if source.mirror is not None:
-            copy_from_mirror(root, entry, source.mirror)
+            copy_from_mirror(root, entry, source.mirror, transfer)
         else:
-            download_raw(root, entry, source)
+            download_raw(root, entry, source, transfer)
 
-    errors: list[FetchError] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(one, e) for e in entries]
-        for future in as_completed(futures):
+    return entry.path, source.deadline_for(entry.size), work
+
+
+def run_transfers(run: Run, tasks: Sequence[Task], jobs: int, bar: Any) -> list[FetchError]:
+    """Run ``tasks`` on ``jobs`` worker threads; the first error stops the rest.
+
+    The workers are daemon threads and the main thread only ever waits WATCH_S at a time: it
+    gives up on a file at its deadline even if its thread is stuck in a socket read (that thread
+    stops at its next chunk, or dies with the process; its part file goes with run.close()), and
+    a signal reaches it at once."""
+    results: queue.Queue[tuple[Transfer, BaseException | None]] = queue.Queue()
+    pending = iter(tasks)
+    take = threading.Lock()
+    active: set[Transfer] = set()
+    stop = threading.Event()  # one bad source, one line
+
+    def worker() -> None:
+        while True:
+            with take:
+                task = next(pending, None)
+            if task is None:
+                return
+            what, seconds, work = task
+            transfer = Transfer(what, seconds, run, deadline=time.monotonic() + seconds)
+            with run.lock:
+                active.add(transfer)
+            outcome: BaseException | None = None
             try:
-                future.result()
-            except FetchError as exc:
+                if stop.is_set():
+                    raise Cancelled
+                work(transfer)
+            except BaseException as exc:  # reported by the main thread, whatever it is
+                outcome = exc
+            results.put((transfer, outcome))
+
+    for _ in range(max(1, min(jobs, len(tasks)))):
+        threading.Thread(target=worker, daemon=True).start()
+    errors: list[FetchError] = []
+    left = len(tasks)
+    while left:
+        try:
+            transfer, outcome = results.get(timeout=WATCH_S)
+        except queue.Empty:
+            transfer = None
+        with run.lock:
+            if transfer is not None and not transfer.abandoned:
+                active.discard(transfer)
+                left -= 1
+                error = _as_error(transfer, outcome)
+                if error is not None:
+                    stop.set()
+                    errors.append(error)
+                elif outcome is None and bar is not None:
+                    bar.update(1)
+            now = time.monotonic()
+            for late in [t for t in active if now > t.deadline]:
+                late.abandoned = True
+                active.discard(late)
+                left -= 1
                 stop.set()
-                errors.append(exc)
-            except OSError as exc:  # e.g. disk full or read-only destination
-                stop.set()
-                errors.append(FetchError(str(root), f"{type(exc).__name__}: {exc}"))
-            else:
-                bar.update(1)
+                problem = f"not fetched within its deadline of {late.seconds:g} s (--deadline)"
+                errors.append(FetchError(late.what, problem))
     return errors
+
+
+def _as_error(transfer: Transfer, outcome: BaseException | None) -> FetchError | None:
+    if outcome is None or isinstance(outcome, Cancelled):
+        return None
+    if isinstance(outcome, FetchError):
+        return outcome
+    if isinstance(outcome, OSError):  # e.g. disk full or read-only destination
+        return FetchError(transfer.what, f"{type(outcome).__name__}: {outcome}")
+    return FetchError(transfer.what, f"unexpected {type(outcome).__name__}: {outcome}")
 
 
 def check(manifest: Manifest, root: Path) -> list[FetchError]:
@@ -633,6 +852,7 @@ def pick_source(args: argparse.Namespace) -> Source:
         "retries": args.retries,
         "timeout": args.timeout,
         "retry_delay": RETRY_DELAY_S,
+        "deadline": args.deadline,
     }
     if args.download:
         return Source(None, **common)
@@ -664,15 +884,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--retries", type=int, default=3, help="tries per download")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per network read")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"seconds per file, all tries together (default: {DEADLINE_MIN_S:g} s or the size"
+        f" at {DEADLINE_RATE / 1e3:g} kB/s, whichever is longer; archives: of their cap)",
+    )
     parser.add_argument("--jobs", type=int, default=8, help="files fetched in parallel")
     return parser.parse_args(argv)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: exit status 0, 1 (problems, one line each), 130/143 (SIGINT/SIGTERM)."""
+    # Explicit handlers: a SIGINT ignored by whoever started us (nohup, CI, a shell trap) or
+    # SIGTERM's default (die without cleanup) would leave part files and no message.
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.signal(s, _raise_interrupted) for s in STOP_SIGNALS} if main_thread else {}
+    try:
+        return _main(argv)
+    except Interrupted as exc:
+        print(f"{PROG}: interrupted by {exc}; partial files removed", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     root: Path = args.dest.resolve()
     try:
         manifest = load_manifest(args.manifest).select(args.only)
+    except FetchError as exc:
+        print(f"{PROG}: error: {exc} (in {args.manifest})", file=sys.stderr)
+        return 1
     except (OSError, ValueError, KeyError) as exc:
         print(f"{PROG}: error: {args.manifest}: unreadable manifest: {exc}", file=sys.stderr)
         return 1
