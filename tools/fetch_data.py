@@ -368,6 +368,7 @@ def install_stream(
                 entry.path, f"sha256 mismatch {origin} (expected {entry.sha256}, got {got})"
             )
         os.chmod(part, 0o644)  # mkstemp makes 0600; data files are plain readable files
+        transfer.check()  # not after the main thread gave up on it (deadline, Ctrl-C)
         os.replace(part, target)  # atomic: the real name only ever holds a verified file
     finally:
         transfer.run.drop_part(part)
@@ -900,6 +901,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _raise_interrupted(signum: int, _frame: object) -> None:
+    for other in STOP_SIGNALS:  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
