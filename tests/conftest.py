@@ -32,3 +32,27 @@ def data_dir() -> Path:
     if env and Path(env).is_dir():
         return Path(env)
     pytest.skip("no data under data/: run `make data` (or set POW2DET_DATA to a mirror)")
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app tests' model: a random network (sim.reference.randnet) with two YOLO heads at
+    64x64. It exercises the whole path but is not a detector."""
+    import numpy as np
+
+    from sim.reference.randnet import random_network
+    from sw.artifact import save
+
+    art = random_network(np.random.default_rng(5), height=64, width=64)
+    art.name = "random-net-test (untrained, not a detector)"
+    art.classes = ["random-0", "random-1"]
+    return save(art, tmp_path_factory.mktemp("model") / "random64.npz")
+
+
+@pytest.fixture(scope="session")
+def clip(data_dir: Path) -> Path:
+    """TUD-Campus, 71 frames of 640x480 (MOT15)."""
+    p = data_dir / "video" / "TUD-Campus" / "TUD-Campus.mp4"
+    if not p.is_file():
+        pytest.skip("TUD-Campus clip missing from data/")
+    return p

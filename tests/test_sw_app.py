@@ -22,22 +22,6 @@ from sw.pipeline import Item, Pipeline
 from sw.sources import Frame, Source
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    art = random_network(np.random.default_rng(5), height=64, width=64)
-    art.name = "random-net-test (untrained, not a detector)"
-    art.classes = ["random-0", "random-1"]
-    return save(art, tmp_path_factory.mktemp("model") / "random64.npz")
-
-
-@pytest.fixture(scope="module")
-def clip(data_dir: Path) -> Path:
-    p = data_dir / "video" / "TUD-Campus" / "TUD-Campus.mp4"
-    if not p.is_file():
-        pytest.skip("TUD-Campus clip missing from data/")
-    return p
-
-
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     rc = app.main(["detect", *argv, "--no-progress"])
     out, err = capsys.readouterr()

@@ -27,28 +27,10 @@ import cv2
 import numpy as np
 import pytest
 
-from sim.reference.randnet import random_network
 from sw import app, sinks
-from sw.artifact import save
 from sw.pipeline import Item
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    art = random_network(np.random.default_rng(5), height=64, width=64)
-    art.name = "random-net-test (untrained, not a detector)"
-    art.classes = ["random-0", "random-1"]
-    return save(art, tmp_path_factory.mktemp("model") / "random64.npz")
-
-
-@pytest.fixture(scope="module")
-def clip(data_dir: Path) -> Path:
-    p = data_dir / "video" / "TUD-Campus" / "TUD-Campus.mp4"
-    if not p.is_file():
-        pytest.skip("TUD-Campus clip missing from data/")
-    return p
 
 
 @pytest.fixture(scope="module")
