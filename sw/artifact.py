@@ -292,10 +292,10 @@ def _conv_shape(node: Node, cin: int, h: int, w: int, in_q: Quant) -> tuple[int,
             f"(groups = 1) and depthwise (groups = in = out channels) convolutions are supported"
         )
     act = a.get("activation")
-    if act not in ACTIVATIONS:
+    if not isinstance(act, str) or act not in ACTIVATIONS:
         _fail(f"{where}: activation {act!r} not one of {', '.join(ACTIVATIONS)}")
     fmt = a.get("weight_format")
-    if fmt not in WEIGHT_BITS:
+    if not isinstance(fmt, str) or fmt not in WEIGHT_BITS:
         _fail(f"{where}: weight_format {fmt!r} not one of {', '.join(WEIGHT_BITS)}")
     bits = _int(a, "weight_bits", where, 1, 8)
     if bits not in WEIGHT_BITS[fmt]:
