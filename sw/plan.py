@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from sw.accel_config import AccelConfig
-from sw.artifact import Node, Output, Quant
+from sw.artifact import FORMAT_VERSION, Node, Output, Quant
 from sw.descriptors import DESCRIPTOR_BYTES, OP_ADD, Descriptor, pack_program
 
 ALIGN = 64  # docs/accelerator-interface.md: every DDR address the accelerator sees
@@ -102,7 +102,7 @@ class Plan:
     outputs: list[Output]
     classes: list[str] = field(default_factory=list)
     model_name: str = ""
-    artifact_version: int = 1
+    artifact_version: int = FORMAT_VERSION
     passes: list[str] = field(default_factory=list)
     cycle_model: str = ""  # where predicted cycles came from ("" = no cycle model present)
 
