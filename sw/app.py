@@ -415,6 +415,9 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
             _say(f"serving MJPEG on {server.url} (no authentication: anyone who reaches it "
                  f"sees the video)")  # fmt: skip
         # -- all checks passed: now the files --------------------------------------------------
+        # From here a stop signal no longer unwinds (files exist): it is recorded, and the
+        # pipeline, once made, stops at once and finalises what there is.
+        stops.on_stop = lambda _name: None
         if args.overwrite:  # the earlier run's outputs of this name go, all of them
             for p in [*paths.values(), *earlier]:
                 if os.path.lexists(p):
@@ -457,6 +460,8 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
     pipe = Pipeline(source, det.stages(), queue_depth=args.queue_depth, on_output=on_output,
                     max_frames=args.max_frames)  # fmt: skip
     stops.on_stop = pipe.request_stop  # from here a signal stops the pipeline, not start-up
+    if stops.name is not None:  # it came while the outputs were being opened
+        pipe.request_stop(stops.name)
     try:
         res = pipe.run_sequential() if args.sequential else pipe.run_threaded()
     finally:
