@@ -1,187 +1,30 @@
-"""Cycle model of ``pow2det_accel``: per-layer cycles from a descriptor and an AccelConfig.
+"""The cycle model of ``pow2det_accel``, under the name the RTL tests and benches import.
 
-Pure Python (no amaranth), importable by ``sw/`` (the compiler's per-layer predictions) and by
-``bench/accelerator.py``. It follows the RTL's loops exactly for the engine counters:
-
-* dense (PERF_DENSE): one issue cycle per (strip, output row, output group, pixel, input group,
-  kernel row, kernel column): ``W_out * H_out * G_out * G_in * k * k``;
-* depthwise (PERF_DW): per (strip, output row, group) the column streamer of ``hw/top.py``
-  (one column shifted in per cycle, ``ceil(k*k / 9)`` compute cycles per output pixel, the last
-  one overlapping the next column), emulated below;
-* eltwise (PERF_ELTWISE): one cycle per L-channel word.
-
-The total adds the controller's fixed costs and the memory side, which overlaps with compute
-(rows are prefetched up to ``BANKS`` ahead): per layer
-``fixed + constants + weights + first rows + max(compute, row reads, writes) + drain``, with the
-memory side divided by the sustained beats per cycle of the memory system (``MemoryModel``).
-The RTL tests assert engine counters within 5% always and the total within 5% with ideal memory.
+It lives in :mod:`sw.contract.cycles` (pure Python) because the runtime needs it without hw/
+(the plan table's predicted cycles, the emulator's PERF counters); see that module for the
+model itself and why.
 """
 
-from __future__ import annotations
+from sw.contract.buffers import ADD_CHUNK, BANKS, DW_TAPS
+from sw.contract.cycles import (
+    IDEAL,
+    LayerCycles,
+    MemoryModel,
+    dw_segment_cycles,
+    layer_cycles,
+    network_cycles,
+    strips,
+)
 
-from dataclasses import asdict, dataclass
-from functools import lru_cache
-
-from sw.accel_config import AccelConfig
-
-BANKS = 8  # rows of line buffer (hw/params.py)
-DW_TAPS = 9
-# Controller costs in cycles, read off the RTL's state machines (hw/top.py):
-LAYER_FIXED = 19  # NEXT, FETCH, descriptor beats, 4 SETUP, CHECK, GO, RUN exit, first tag pops
-SEG_OVERHEAD = 2  # SEG (queue the write command) + NEXTSEG per output group of a row
-ROW_OVERHEAD = 1  # ROW state per output row
-STRIP_OVERHEAD = 1  # STRIP state
-TAG_OVERHEAD = 1  # the data router pops one tag per request (one per input row and group)
-PIPE_DRAIN = 14  # issue -> line buffer -> engine -> accumulate -> requant -> output FIFO
-# Extra drain of the engines' registered adder trees (hw/dense.py, hw/depthwise.py).
-DRAIN_DENSE, DRAIN_DW = 2, 3
-ADD_CHUNK = 64
-
-
-@dataclass(frozen=True)
-class MemoryModel:
-    """What the memory system sustains, in AXI beats per accelerator clock cycle."""
-
-    read_beats_per_cycle: float = 1.0
-    write_beats_per_cycle: float = 1.0
-    # Combined limit of a shared DDR (reads + writes); inf = separate channels never collide.
-    total_beats_per_cycle: float = float("inf")
-    latency: int = 2  # cycles from AR to first R beat (cocotbext AxiRam answers in about 2)
-
-
-IDEAL = MemoryModel()
-
-
-@dataclass
-class LayerCycles:
-    dense: int = 0
-    dw: int = 0
-    eltwise: int = 0
-    compute: int = 0  # engine issue cycles plus controller overheads (compute-bound time)
-    read_beats: int = 0
-    write_beats: int = 0
-    macs: int = 0  # useful multiply-accumulates (unpadded channels)
-    peak_macs: int = 0  # MACs the engine slots could have done in its busy cycles
-    total: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def strips(width_out: int, strip: int) -> list[int]:
-    return [min(strip, width_out - j0) for j0 in range(0, width_out, strip)]
-
-
-@lru_cache(maxsize=4096)
-def dw_segment_cycles(ws_cur: int, k: int, st: int) -> int:
-    """Cycles of one (output row, channel group) of the depthwise column streamer."""
-    phases = 1 if k <= 3 else _ceil(k * k, DW_TAPS)
-    wcur = (ws_cur - 1) * st + k
-    c, nxt, pix, pend, ph, cycles = 0, k - 1, 0, False, 0, 0
-    while True:
-        cycles += 1
-        can_shift = c < wcur
-        comp = pend
-        shift = can_shift and (not pend or ph == phases - 1)
-        end = not can_shift and (not pend or ph == phases - 1)
-        if comp:
-            pend, ph = (False, 0) if ph == phases - 1 else (True, ph + 1)
-        if shift:
-            if c == nxt and pix < ws_cur:
-                pend, ph, nxt, pix = True, 0, nxt + st, pix + 1
-            c += 1
-        if end:
-            return cycles
-
-
-def _container_bits(fmt: int, bits: int) -> int:
-    if fmt == 1:
-        return 1
-    if fmt == 0:
-        return 4
-    return 2 if bits <= 2 else 4 if bits <= 4 else 8
-
-
-def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) -> LayerCycles:
-    """Cycles of one descriptor (a dict of sw.descriptors fields)."""
-    lanes = cfg.lanes
-    r = LayerCycles()
-    op = d["op"]
-    cin, cout = d["in_channels"], d["out_channels"]
-    h, w, ho, wo = d["in_height"], d["in_width"], d["out_height"], d["out_width"]
-    gi, go = _ceil(cin, lanes), _ceil(cout, lanes)
-    rb, wb = mem.read_beats_per_cycle, mem.write_beats_per_cycle
-    if op == 3:
-        words = gi * h * w
-        r.eltwise = words
-        r.read_beats = 2 * words
-        r.write_beats = words
-        r.macs = 2 * cin * h * w
-        r.peak_macs = 2 * lanes * words
-        chunks = _ceil(words, ADD_CHUNK)
-        # Operands come back in order: A chunk then C chunk; the router pops 2 tags per chunk.
-        reads = max(r.read_beats / rb, words / wb) + 2 * chunks * TAG_OVERHEAD
-        r.compute = words
-        r.total = round(LAYER_FIXED + mem.latency + reads + PIPE_DRAIN)
-        return r
-    k, st, p, ws = d["kernel"], d["stride"], d["pad"], d["strip_width"]
-    kk = k * k
-    widths = strips(wo, ws)
-    dense = op == 1
-    wwin = [(wc - 1) * st + k for wc in widths]
-    # Input columns of each strip window that lie inside the map (the rest is border padding).
-    n_in = []
-    for j0, wc in zip(range(0, wo, ws), widths, strict=True):
-        first = j0 * st - p
-        last = first + (wc - 1) * st + k - 1
-        n_in.append(min(last, w - 1) - max(first, 0) + 1)
-    row_tags = len(widths) * h * gi
-    row_beats = h * gi * sum(n_in)
-    row_router = h * gi * sum(wwin) + row_tags * TAG_OVERHEAD  # router writes pads as well
-    const_beats = go * lanes
-    if dense:
-        weight_beats = go * gi * kk * (2 if d["weight_format"] == 1 else 8)
-        r.dense = sum(wc for wc in widths) * ho * go * gi * kk
-        engine = r.dense
-        r.macs = wo * ho * cout * cin * kk
-        r.peak_macs = r.dense * lanes * cfg.dense_out_lanes
-    else:
-        cb = _container_bits(d["weight_format"], d["weight_bits"])
-        weight_beats = _ceil(go * kk * cb, 8)
-        r.dw = sum(dw_segment_cycles(wc, k, st) for wc in widths) * ho * go
-        engine = r.dw
-        r.macs = wo * ho * cout * kk
-        r.peak_macs = r.dw * lanes * DW_TAPS
-    segs = len(widths) * ho * go
-    r.compute = (
-        engine + segs * SEG_OVERHEAD + len(widths) * ho * ROW_OVERHEAD
-        + len(widths) * STRIP_OVERHEAD
-    )  # fmt: skip
-    r.read_beats = const_beats + weight_beats + row_beats
-    r.write_beats = wo * ho * go
-    # Before the first output row: the rows it needs, all groups, of the first strip.
-    first_rows = min(k - p, h)
-    fill = first_rows * gi * (wwin[0] + TAG_OVERHEAD) / min(rb, 1.0)
-    steady = max(
-        r.compute,
-        row_router,
-        row_beats / rb,
-        r.write_beats / wb,
-        (r.read_beats + r.write_beats) / mem.total_beats_per_cycle,
-    )
-    # The router widens depthwise weights one L-lane vector per cycle (8 / container per beat).
-    load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk)
-    load = const_beats / rb + load_w + 2 * mem.latency
-    drain = PIPE_DRAIN + (DRAIN_DENSE if dense else DRAIN_DW)
-    r.total = round(LAYER_FIXED + load + fill + steady + drain)
-    return r
-
-
-def network_cycles(
-    descs: list[dict[str, int]], cfg: AccelConfig, mem: MemoryModel = IDEAL
-) -> list[LayerCycles]:
-    return [layer_cycles(d, cfg, mem) for d in descs]
+__all__ = [
+    "ADD_CHUNK",
+    "BANKS",
+    "DW_TAPS",
+    "IDEAL",
+    "LayerCycles",
+    "MemoryModel",
+    "dw_segment_cycles",
+    "layer_cycles",
+    "network_cycles",
+    "strips",
+]

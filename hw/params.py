@@ -1,24 +1,21 @@
-"""RTL build parameters: AccelConfig plus what this particular RTL derives from it and requires.
+"""RTL build parameters: AccelConfig plus what this particular RTL requires of it.
 
-Pure Python (no amaranth import) so that ``hw/cycle_model.py`` and ``sw/`` can use the same
-derived sizes (bank depth, weight blocks) as the hardware.
+The sizes themselves (banks, bank depth, weight blocks, channel groups) are the contract's
+(``sw/contract/buffers.py``), shared with the compiler, the emulator and the cycle model; this
+module adds the limits only this RTL has (lanes = 16, power-of-two memories). Pure Python.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sw.accel_config import AccelConfig, ConfigError
+from sw.contract import buffers
 
-# The input line buffer is cut into this many banks, one input row each (a power of two so that
-# "row sequence number mod BANKS" is a wire slice). 8 = a 5x5 window plus 3 rows of prefetch.
-BANKS = 8
-# Internal weight code of the dense array: 4 bits (sign, 3-bit magnitude field). 3-bit pow2 and
-# binary codes are widened to it while loading, so one buffer layout serves every format.
-DENSE_CODE_BITS = 4
-# Taps the depthwise engine multiplies per cycle: a 3x3 window in one cycle, 5x5 in three.
-DW_TAPS = 9
-MAX_KERNEL = 5
+# Re-exported for the RTL modules (hw/top.py, hw/depthwise.py); defined in the contract.
+from sw.contract.buffers import ADD_CHUNK, BANKS, DENSE_CODE_BITS, DW_TAPS, MAX_KERNEL
+from sw.contract.config import AccelConfig, ConfigError
+
+__all__ = ["ADD_CHUNK", "BANKS", "DENSE_CODE_BITS", "DW_TAPS", "MAX_KERNEL", "HwParams", "check"]
 
 
 @dataclass(frozen=True)
@@ -36,25 +33,25 @@ class HwParams:
     @property
     def bank_words(self) -> int:
         """L-byte words one bank (one input row of a strip window, all channel groups) holds."""
-        return self.cfg.input_buffer_words // BANKS
+        return buffers.bank_words(self.cfg)
 
     @property
     def weight_block_bits(self) -> int:
-        return self.cfg.lanes * self.cfg.dense_out_lanes * DENSE_CODE_BITS
+        return buffers.weight_block_bits(self.cfg)
 
     @property
     def weight_blocks(self) -> int:
         """Dense weight blocks (L_o x L_i codes for one (og, ig, u, w)) the buffer holds."""
-        return self.cfg.weight_buffer_bytes * 8 // self.weight_block_bits
+        return buffers.weight_block_capacity(self.cfg)
 
     @property
     def channel_groups(self) -> int:
-        return self.cfg.max_channels // self.cfg.lanes
+        return buffers.channel_groups(self.cfg)
 
     @property
     def max_window(self) -> int:
         """Input columns of the widest strip window: max_strip outputs, stride 2, 5x5."""
-        return (self.cfg.max_strip - 1) * 2 + MAX_KERNEL
+        return buffers.max_window(self.cfg)
 
 
 def check(cfg: AccelConfig) -> HwParams:

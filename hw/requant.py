@@ -11,7 +11,8 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-ACC_BITS = 32
+from sw.contract.arith import ACC_BITS
+
 # One 16-byte channel record (bias int32, M_pos, M_neg uint16, S uint8) as kept on chip.
 ChannelConst = data.StructLayout(
     {"bias": signed(32), "m_pos": unsigned(16), "m_neg": unsigned(16), "shift": unsigned(6)}

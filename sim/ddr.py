@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.params import BANKS
 from sim.reference import layout
-from sw.accel_config import AccelConfig
 from sw.artifact import Node, Quant
+from sw.contract.buffers import bank_words
+from sw.contract.config import AccelConfig
+from sw.contract.layout import align, groups
 from sw.descriptors import OP_ADD, OP_DENSE, OP_DEPTHWISE, WEIGHT_FORMAT_CODES, Descriptor
-
-ALIGN = layout.ALIGN
 
 
 @dataclass
@@ -33,7 +32,7 @@ class DdrImage:
 
     def alloc(self, nbytes: int) -> int:
         addr = self.top
-        self.top += -(-max(nbytes, 1) // ALIGN) * ALIGN
+        self.top += align(max(nbytes, 1))
         return addr
 
     def put(self, data: bytes | np.ndarray) -> int:
@@ -46,7 +45,7 @@ class DdrImage:
 
 def tensor_bytes(shape: tuple[int, int, int], lanes: int) -> int:
     c, h, w = shape
-    return -(-c // lanes) * h * w * lanes
+    return groups(c, lanes) * h * w * lanes
 
 
 def conv_out_shape(node: Node, in_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -110,8 +109,8 @@ def add_descriptor(
 
 def choose_strip(d: dict[str, int], cfg: AccelConfig) -> int:
     """Widest strip whose window (all input groups) fits one line-buffer bank."""
-    bank = cfg.input_buffer_words // BANKS
-    gi = -(-d["in_channels"] // cfg.lanes)
+    bank = bank_words(cfg)
+    gi = groups(d["in_channels"], cfg.lanes)
     for ws in range(min(cfg.max_strip, d["out_width"]), 0, -1):
         if gi * ((ws - 1) * d["stride"] + d["kernel"]) <= bank:
             return ws

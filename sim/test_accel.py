@@ -24,7 +24,6 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from hw import cycle_model
 from sim.ddr import (
     DdrImage,
     add_descriptor,
@@ -39,6 +38,18 @@ from sim.reference import layout, network
 from sim.reference.randnet import random_add, random_conv, random_network, random_quant
 from sw.accel_config import DEFAULT_CONFIG
 from sw.artifact import Node, Quant
+from sw.contract import cycles as cycle_model
+from sw.contract.registers import (
+    ERR_BUFFER,
+    ERR_OPCODE,
+    ERR_SHAPE,
+    ERR_SIZES,
+    ERR_STRIP,
+    INTERFACE_VERSION,
+    REG_CONFIG2,
+    config_registers,
+    decode_config,
+)
 from sw.descriptors import (
     ACCEL_ID,
     REG_CONFIG,
@@ -271,8 +282,12 @@ async def test_registers(dut: object) -> None:
     h = Harness(dut, SEED, PAUSE)
     await h.reset()
     assert await h.lite.read_dword(REG_ID) == ACCEL_ID
-    conf = await h.lite.read_dword(REG_CONFIG)
-    assert conf & 0xFF == L and (conf >> 8) & 0xFF == CFG.max_strip and (conf >> 16) & 0xF == 1
+    have = decode_config(await h.lite.read_dword(REG_CONFIG), await h.lite.read_dword(REG_CONFIG2))
+    assert (have["lanes"], have["max_strip"]) == (L, CFG.max_strip)
+    assert have["interface version"] == INTERFACE_VERSION
+    assert (await h.lite.read_dword(REG_CONFIG), await h.lite.read_dword(REG_CONFIG2)) == (
+        config_registers(CFG)
+    )
     status = await h.run([], DdrImage())
     assert status & STATUS_DONE, f"STATUS {status:#x}"
     await h.lite.write_dword(REG_STATUS, STATUS_DONE)
@@ -302,13 +317,13 @@ async def test_errors(dut: object) -> None:
         in_addr=0x1000, weight_addr=0x2000, const_addr=0x3000, out_addr=0x4000,
     )  # fmt: skip
     cases = [
-        (dict(op=7), 1),
-        (dict(kernel=7, pad=0), 2),
-        (dict(stride=3), 2),
-        (dict(weight_format=2, weight_bits=8), 2),  # int weights in the dense engine
-        (dict(strip_width=0), 3),
-        (dict(strip_width=CFG.max_strip + 1), 3),
-        (dict(out_height=5), 6),
+        (dict(op=7), ERR_OPCODE),
+        (dict(kernel=7, pad=0), ERR_SHAPE),
+        (dict(stride=3), ERR_SHAPE),
+        (dict(weight_format=2, weight_bits=8), ERR_SHAPE),  # int weights in the dense engine
+        (dict(strip_width=0), ERR_STRIP),
+        (dict(strip_width=CFG.max_strip + 1), ERR_STRIP),
+        (dict(out_height=5), ERR_SIZES),
         (
             dict(
                 in_channels=CFG.max_channels * 8,
@@ -317,7 +332,7 @@ async def test_errors(dut: object) -> None:
                 out_width=64,
                 strip_width=CFG.max_strip,
             ),
-            4,
+            ERR_BUFFER,
         ),  # fmt: skip
     ]
     for fields, code in cases:

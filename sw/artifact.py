@@ -36,6 +36,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+# The integer limits are the contract's (M <= MULT_MAX, S <= SHIFT_MAX, 32-bit accumulators).
+from sw.contract.arith import ACC_MAX, MULT_MAX, SHIFT_MAX
+
 FORMAT_NAME = "pow2det.artifact"
 FORMAT_VERSION = 2
 HEADER_MEMBER = "__header__"
@@ -47,9 +50,6 @@ ADD_ACTIVATIONS = ("linear", "relu")
 # Weight formats and the bit widths each supports (docs/arithmetic.md section 3).
 WEIGHT_BITS = {"pow2": (3, 4, 5, 8), "binary": (1,), "int": (2, 3, 4, 5, 6, 7, 8)}
 ACT_BITS = range(2, 9)
-MULT_MAX = 2**16 - 1  # M_pos, M_neg, M_a, M_c are unsigned 16-bit
-SHIFT_MAX = 47  # the 48-bit product P = acc * M never needs a larger shift
-ACC_MAX = 2**31 - 1  # 32-bit signed accumulators (section 4.3)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_CHANNELS = 65535  # channels, groups and a yolo head's classes
 MAX_MAP = 16384  # input height and width

@@ -7,7 +7,7 @@ per node) and a list of small named passes, each doing one job, annotates it:
 2. ``choose_strips``   column-strip width of each PL layer within the on-chip buffers;
 3. ``fold_concats``    concats done by addressing (parts written side by side in one buffer);
 4. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
-5. ``emit``            descriptors (``sw.descriptors``), DDR image (``sim.reference.layout``).
+5. ``emit``            descriptors (``sw.descriptors``), DDR image (``sw.contract.layout``).
 
 What the PL can do comes from :class:`Capabilities` (what the RTL's descriptor check accepts:
 dense and depthwise convs with the pow2/binary/int weights it lists, the residual add);
@@ -15,27 +15,33 @@ everything else runs on the CPU. A layer the PL should run but the build cannot 
 the weight buffer, an input window over the input buffer, a field too wide for a descriptor)
 raises :class:`CompileError` naming the layer and the limit, unless ``cpu_fallback`` is set.
 
-Only numpy here (and the numpy-only ``sim.reference.layout``), so it runs on the board.
+Only numpy here: the descriptor format, the DDR layout, the buffer sizes and the cycle model all
+come from the contract package (``sw/contract/``), so it runs on the board.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sim.reference.layout import (
+from sw.artifact import FORMAT_VERSION, Artifact, Node, Quant
+from sw.contract import cycles
+from sw.contract.buffers import BANKS, bank_words, weight_block_capacity
+from sw.contract.config import AccelConfig
+from sw.contract.layout import (
+    ALIGN,
+    CHANNEL_RECORD_BYTES,
+    align,
     channel_records,
     container_bits,
     dense_weight_order,
     depthwise_weight_order,
+    groups,
     pack_codes,
 )
-from sw.accel_config import AccelConfig
-from sw.artifact import FORMAT_VERSION, Artifact, Node, Quant
 from sw.descriptors import (
     DESCRIPTOR_BYTES,
     LAYOUT,
@@ -46,7 +52,7 @@ from sw.descriptors import (
     Descriptor,
     pack_program,
 )
-from sw.plan import ALIGN, CPUStep, LayerInfo, Plan, PLStep, Region, align, groups
+from sw.plan import CPUStep, LayerInfo, Plan, PLStep, Region
 
 
 class CompileError(ValueError):
@@ -80,17 +86,10 @@ class Capabilities:
 
 
 # ----------------------------------------------------------------------------------------------
-# Resource formulas: the on-chip buffers as the RTL sizes them (hw/params.py, which is pure
-# Python but not part of sw/, so they are restated here; tests/test_sw_compiler_emu.py checks
-# that both agree). Shared by the compiler, the emulator's checks and the plan table.
-
-INPUT_BANKS = 8  # the input line buffer: 8 banks of one input row each (hw/params.py BANKS)
-DENSE_CODE_BITS = 4  # the dense weight buffer holds every format widened to 4-bit codes
-
-
-def bank_words(cfg: AccelConfig) -> int:
-    """L-byte words of one input-buffer bank: one input row of a strip window, all groups."""
-    return cfg.input_buffer_words // INPUT_BANKS
+# Resource formulas: the on-chip buffers as the RTL sizes them. The sizes (BANKS, bank_words and
+# weight_block_capacity) are the contract's (sw/contract/buffers.py), which
+# hw/params.py sizes the RTL with; what follows applies them to a layer. Shared by the compiler,
+# the emulator's checks and the plan table.
 
 
 def input_row_words(in_channels: int, kernel: int, stride: int, strip: int, lanes: int) -> int:
@@ -102,11 +101,6 @@ def input_row_words(in_channels: int, kernel: int, stride: int, strip: int, lane
 def dense_weight_blocks(cin: int, cout: int, kernel: int, cfg: AccelConfig) -> int:
     """L_o x L_i weight blocks (one per og, ig, u, w) a dense layer keeps on chip."""
     return groups(cout, cfg.dense_out_lanes) * groups(cin, cfg.lanes) * kernel * kernel
-
-
-def weight_block_capacity(cfg: AccelConfig) -> int:
-    """Dense weight blocks the weight buffer holds (whole layer, 4-bit codes)."""
-    return cfg.weight_buffer_bytes * 8 // (cfg.lanes * cfg.dense_out_lanes * DENSE_CODE_BITS)
 
 
 def max_channels(cfg: AccelConfig) -> int:
@@ -152,7 +146,7 @@ def layer_limit(kind: str, cin: int, cout: int, kernel: int, stride: int, strip:
     if words > bank_words(cfg):
         return (
             f"a {strip}-column strip needs {words} words per input row > input_buffer_words = "
-            f"{cfg.input_buffer_words} / {INPUT_BANKS} banks"
+            f"{cfg.input_buffer_words} / {BANKS} banks"
         )
     return ""
 
@@ -374,7 +368,7 @@ def allocate_memory(g: Graph) -> None:
                 f"{layer.name}.consts",
                 groups(layer.shape[0], record_lanes(layer.kind, cfg))
                 * record_lanes(layer.kind, cfg)
-                * 16,
+                * CHANNEL_RECORD_BYTES,
             )
     g.static_size = pos
     g.offsets[g.art.input_name] = pos
@@ -420,17 +414,15 @@ def allocate_memory(g: Graph) -> None:
 
 
 def cycle_model() -> tuple[Callable[[Descriptor, AccelConfig], Any] | None, str]:
-    """The HW side's cycle model, when present: ``hw.cycle_model.layer_cycles(fields, cfg)``
-    returns per-descriptor cycles (``.total``, ``.dense``, ``.dw``, ``.eltwise``). Optional:
-    sw/ runs without hw/ (on the board, or before the RTL lands) and then predicts nothing."""
-    try:
-        mod = importlib.import_module("hw.cycle_model")
-    except ImportError:
-        return None, ""
-    fn = getattr(mod, "layer_cycles", None)
-    if not callable(fn):
-        return None, ""
-    return (lambda d, cfg: fn(d.as_dict(), cfg)), "hw/cycle_model.py, ideal memory"
+    """The cycle model and where it comes from: ``fn(descriptor, cfg)`` returns per-descriptor
+    cycles (``.total``, ``.dense``, ``.dw``, ``.eltwise``) with ideal memory.
+
+    It is the contract's (``sw/contract/cycles.py``, pure Python), imported like any other
+    module: the runtime needs it on the board, where hw/ is not installed, so it cannot live
+    in hw/ (which re-exports it as ``hw.cycle_model`` for the RTL tests and benches)."""
+    return (lambda d, cfg: cycles.layer_cycles(d.as_dict(), cfg)), (
+        "sw/contract/cycles.py, ideal memory"
+    )
 
 
 def _conv_traffic(layer: GLayer, in_shape: tuple[int, int, int], lanes: int) -> int:

@@ -1,122 +1,84 @@
-"""Layer descriptors of the accelerator (docs/accelerator-interface.md): 64 bytes each.
+"""Descriptors and registers of the accelerator, as the runtime has always imported them.
 
-The one encoder/decoder of the descriptor format, used by the compiler, the drivers and the
-testbenches alike, so that they cannot drift apart.
+Both live in the contract package (``sw.contract.descriptor``, ``sw.contract.registers``); this
+module re-exports them so that the driver, the backends, the testbenches and the tests keep one
+import line. Nothing is defined here.
 """
 
-from __future__ import annotations
+from sw.contract.descriptor import (
+    DESCRIPTOR_BYTES,
+    DESCRIPTOR_WORDS,
+    FMT_BINARY,
+    FMT_INT,
+    FMT_POW2,
+    LAYOUT,
+    OP_ADD,
+    OP_DENSE,
+    OP_DEPTHWISE,
+    WEIGHT_FORMAT_CODES,
+    Descriptor,
+    pack_program,
+)
+from sw.contract.registers import (
+    ACCEL_ID,
+    CTRL_IRQ_EN,
+    CTRL_START,
+    ERROR_NAMES,
+    INTERFACE_VERSION,
+    REG_CONFIG,
+    REG_CONFIG2,
+    REG_CTRL,
+    REG_DESC_ADDR,
+    REG_DESC_COUNT,
+    REG_DESC_DONE,
+    REG_ERROR_CODE,
+    REG_ERROR_INDEX,
+    REG_ID,
+    REG_PERF_DENSE,
+    REG_PERF_DW,
+    REG_PERF_ELTWISE,
+    REG_PERF_MEM_STALL,
+    REG_PERF_TOTAL,
+    REG_STATUS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+)
 
-from dataclasses import asdict, dataclass, fields
-
-import numpy as np
-
-DESCRIPTOR_BYTES = 64
-OP_DENSE, OP_DEPTHWISE, OP_ADD = 1, 2, 3
-WEIGHT_FORMAT_CODES = {"pow2": 0, "binary": 1, "int": 2}
-
-# Register map (byte offsets).
-REG_CTRL, REG_STATUS, REG_ERROR_CODE, REG_ERROR_INDEX = 0x00, 0x04, 0x08, 0x0C
-REG_DESC_ADDR, REG_DESC_COUNT, REG_ID, REG_CONFIG, REG_CONFIG2 = 0x10, 0x14, 0x18, 0x1C, 0x20
-REG_DESC_DONE = 0x24
-REG_PERF_TOTAL, REG_PERF_DENSE, REG_PERF_DW, REG_PERF_ELTWISE, REG_PERF_MEM_STALL = (
-    0x30, 0x34, 0x38, 0x3C, 0x40,
-)  # fmt: skip
-CTRL_START, CTRL_IRQ_EN = 1 << 0, 1 << 1
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1 << 0, 1 << 1, 1 << 2
-ACCEL_ID = 0x50324441  # "P2DA"
-INTERFACE_VERSION = 1
-ERROR_NAMES = {
-    0: "none",
-    1: "unknown opcode",
-    2: "unsupported kernel, stride or padding",
-    3: "strip too wide",
-    4: "a buffer too small for the layer",
-    5: "AXI error response",
-    6: "inconsistent sizes",
-}
-
-# (word, low bit, width) of every field.
-LAYOUT: dict[str, tuple[int, int, int]] = {
-    "op": (0, 0, 4),
-    "kernel": (0, 4, 4),
-    "stride": (0, 8, 2),
-    "pad": (0, 10, 3),
-    "weight_format": (0, 13, 2),
-    "weight_bits": (0, 15, 4),
-    "out_bits": (0, 19, 4),
-    "add_relu": (0, 23, 1),
-    "in_addr": (1, 0, 32),
-    "weight_addr": (2, 0, 32),  # in2_addr for an add
-    "const_addr": (3, 0, 32),
-    "out_addr": (4, 0, 32),
-    "in_channels": (5, 0, 16),
-    "out_channels": (5, 16, 16),
-    "in_height": (6, 0, 16),
-    "in_width": (6, 16, 16),
-    "out_height": (7, 0, 16),
-    "out_width": (7, 16, 16),
-    "z_in": (8, 0, 8),
-    "z_in2": (8, 8, 8),
-    "z_out": (8, 16, 8),
-    "strip_width": (8, 24, 8),
-    "m_a": (9, 0, 16),
-    "m_b": (9, 16, 16),
-    "shift": (10, 0, 8),
-}
-
-
-@dataclass
-class Descriptor:
-    op: int
-    kernel: int = 1
-    stride: int = 1
-    pad: int = 0
-    weight_format: int = 0
-    weight_bits: int = 4
-    out_bits: int = 8
-    add_relu: int = 0
-    in_addr: int = 0
-    weight_addr: int = 0
-    const_addr: int = 0
-    out_addr: int = 0
-    in_channels: int = 0
-    out_channels: int = 0
-    in_height: int = 0
-    in_width: int = 0
-    out_height: int = 0
-    out_width: int = 0
-    z_in: int = 0
-    z_in2: int = 0
-    z_out: int = 0
-    strip_width: int = 0
-    m_a: int = 0
-    m_b: int = 0
-    shift: int = 0
-
-    def pack(self) -> bytes:
-        words = [0] * (DESCRIPTOR_BYTES // 4)
-        for name, (word, lo, width) in LAYOUT.items():
-            v = getattr(self, name)
-            if not 0 <= v < (1 << width):
-                raise ValueError(f"descriptor field {name} = {v} does not fit {width} bits")
-            words[word] |= v << lo
-        return np.array(words, dtype="<u4").tobytes()
-
-    @classmethod
-    def unpack(cls, data: bytes) -> Descriptor:
-        if len(data) != DESCRIPTOR_BYTES:
-            raise ValueError(f"a descriptor is {DESCRIPTOR_BYTES} bytes, got {len(data)}")
-        words = np.frombuffer(data, dtype="<u4").tolist()
-        kw = {n: (words[w] >> lo) & ((1 << width) - 1) for n, (w, lo, width) in LAYOUT.items()}
-        return cls(**kw)
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def pack_program(descriptors: list[Descriptor]) -> bytes:
-    """The descriptor list as the bytes the host writes at DESC_ADDR."""
-    return b"".join(d.pack() for d in descriptors)
-
-
-assert {f.name for f in fields(Descriptor)} == set(LAYOUT)
+__all__ = [
+    "DESCRIPTOR_BYTES",
+    "DESCRIPTOR_WORDS",
+    "FMT_BINARY",
+    "FMT_INT",
+    "FMT_POW2",
+    "LAYOUT",
+    "OP_ADD",
+    "OP_DENSE",
+    "OP_DEPTHWISE",
+    "WEIGHT_FORMAT_CODES",
+    "Descriptor",
+    "pack_program",
+    "ACCEL_ID",
+    "CTRL_IRQ_EN",
+    "CTRL_START",
+    "ERROR_NAMES",
+    "INTERFACE_VERSION",
+    "REG_CONFIG",
+    "REG_CONFIG2",
+    "REG_CTRL",
+    "REG_DESC_ADDR",
+    "REG_DESC_COUNT",
+    "REG_DESC_DONE",
+    "REG_ERROR_CODE",
+    "REG_ERROR_INDEX",
+    "REG_ID",
+    "REG_PERF_DENSE",
+    "REG_PERF_DW",
+    "REG_PERF_ELTWISE",
+    "REG_PERF_MEM_STALL",
+    "REG_PERF_TOTAL",
+    "REG_STATUS",
+    "STATUS_BUSY",
+    "STATUS_DONE",
+    "STATUS_ERROR",
+]

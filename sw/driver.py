@@ -25,9 +25,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from sw.contract.registers import (
+    ACCEL_ID,
+    INPUT_WORD_UNIT,
+    STATUS_W1C,
+    WEIGHT_LINE_BYTES,
+    decode_config,
+)
 from sw.cpu_ops import CPUOps
 from sw.descriptors import (
-    ACCEL_ID,
     CTRL_IRQ_EN,
     CTRL_START,
     ERROR_NAMES,
@@ -139,19 +145,13 @@ class Driver:
             )
         config, config2 = await self.t.read_reg(REG_CONFIG), await self.t.read_reg(REG_CONFIG2)
         cfg = self.plan.cfg
-        have = {
-            "interface version": (config >> 16) & 0xF,
-            "lanes": config & 0xFF,
-            "max_strip": (config >> 8) & 0xFF,
-            "weight_buffer_bytes": (config2 & 0xFFFF) * 64,
-            "input_buffer_words": (config2 >> 16) * 16,
-        }
+        have = decode_config(config, config2)
         want = {
             "interface version": INTERFACE_VERSION,
             "lanes": cfg.lanes,
             "max_strip": cfg.max_strip,
-            "weight_buffer_bytes": cfg.weight_buffer_bytes // 64 * 64,
-            "input_buffer_words": cfg.input_buffer_words // 16 * 16,
+            "weight_buffer_bytes": cfg.weight_buffer_bytes // WEIGHT_LINE_BYTES * WEIGHT_LINE_BYTES,
+            "input_buffer_words": cfg.input_buffer_words // INPUT_WORD_UNIT * INPUT_WORD_UNIT,
         }
         diff = [f"{k} {want[k]} (hardware: {have[k]})" for k in want if want[k] != have[k]]
         if diff:
@@ -168,7 +168,7 @@ class Driver:
 
     async def _run_pl(self, step: PLStep) -> None:
         t, plan = self.t, self.plan
-        await t.write_reg(REG_STATUS, STATUS_DONE | STATUS_ERROR)  # clear sticky bits (W1C)
+        await t.write_reg(REG_STATUS, STATUS_W1C)  # clear the sticky DONE and ERROR bits
         await t.write_reg(REG_DESC_ADDR, plan.program_addr(step.first))
         await t.write_reg(REG_DESC_COUNT, step.count)
         await t.write_reg(REG_CTRL, CTRL_START | (CTRL_IRQ_EN if self.use_irq else 0))

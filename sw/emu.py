@@ -7,8 +7,8 @@ channel records it finds there, and ends in STATUS.DONE, or STATUS.ERROR with ER
 ERROR_INDEX when a descriptor asks for something the build cannot do. Its checks follow the
 error codes of the interface; its arithmetic is ``sw.kernels`` (exact, vectorized).
 
-What it deliberately does not model: timing (PERF counters come from ``hw/cycle_model.py`` when
-that exists, else stay 0) and the strip-by-strip order of computation, which section 10 of
+What it deliberately does not model: timing (PERF counters come from the contract's cycle model,
+``sw/contract/cycles.py``) and the strip-by-strip order of computation, which section 10 of
 docs/arithmetic.md proves equal to the whole-layer result; the strip width is still checked
 against the build (ERROR 3/4), exactly where the RTL would refuse it.
 
@@ -26,9 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.reference.layout import CHANNEL_RECORD, unpack_codes
 from sw import kernels
-from sw.accel_config import AccelConfig
 from sw.artifact import decode_codes
 from sw.compiler import (
     Capabilities,
@@ -37,15 +35,26 @@ from sw.compiler import (
     record_lanes,
     weight_block_bytes,
 )
-from sw.descriptors import (
-    ACCEL_ID,
-    CTRL_IRQ_EN,
-    CTRL_START,
+from sw.contract.config import AccelConfig
+from sw.contract.descriptor import (
     DESCRIPTOR_BYTES,
-    INTERFACE_VERSION,
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
+    WEIGHT_FORMAT_CODES,
+    Descriptor,
+)
+from sw.contract.layout import ALIGN, CHANNEL_RECORD, groups, unpack_codes
+from sw.contract.registers import (
+    ACCEL_ID,
+    CTRL_IRQ_EN,
+    CTRL_START,
+    ERR_AXI,
+    ERR_BUFFER,
+    ERR_OPCODE,
+    ERR_SHAPE,
+    ERR_SIZES,
+    ERR_STRIP,
     REG_CONFIG,
     REG_CONFIG2,
     REG_CTRL,
@@ -61,16 +70,15 @@ from sw.descriptors import (
     REG_PERF_MEM_STALL,
     REG_PERF_TOTAL,
     REG_STATUS,
+    REGISTERS,
     STATUS_BUSY,
     STATUS_DONE,
     STATUS_ERROR,
-    WEIGHT_FORMAT_CODES,
-    Descriptor,
+    STATUS_W1C,
+    config_registers,
 )
-from sw.plan import ALIGN, groups
 
 FORMAT_NAMES = {v: k for k, v in WEIGHT_FORMAT_CODES.items()}
-ERR_OPCODE, ERR_SHAPE, ERR_STRIP, ERR_BUFFER, ERR_AXI, ERR_SIZES = 1, 2, 3, 4, 5, 6
 
 
 class DeviceFault(Exception):
@@ -79,13 +87,6 @@ class DeviceFault(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
         self.code = code
-
-
-def config_registers(cfg: AccelConfig) -> tuple[int, int]:
-    """CONFIG and CONFIG2 as the RTL of build ``cfg`` reports them."""
-    config = cfg.lanes | (cfg.max_strip << 8) | (INTERFACE_VERSION << 16)
-    config2 = (cfg.weight_buffer_bytes // 64) | ((cfg.input_buffer_words // 16) << 16)
-    return config, config2
 
 
 @dataclass
@@ -114,23 +115,7 @@ class EmuDevice:
         self.mem = np.zeros(size, dtype=np.uint8)
         self.hang_after = hang_after
         self.cycles: Callable[[Descriptor, AccelConfig], Any] | None = cycle_model()[0]
-        self.regs = dict.fromkeys(
-            [
-                REG_CTRL,
-                REG_STATUS,
-                REG_ERROR_CODE,
-                REG_ERROR_INDEX,
-                REG_DESC_ADDR,
-                REG_DESC_COUNT,
-                REG_DESC_DONE,
-                REG_PERF_TOTAL,
-                REG_PERF_DENSE,
-                REG_PERF_DW,
-                REG_PERF_ELTWISE,
-                REG_PERF_MEM_STALL,
-            ],
-            0,
-        )
+        self.regs = dict.fromkeys((reg.offset for reg in REGISTERS), 0)  # the contract's map
         self.regs[REG_ID] = ACCEL_ID
         self.regs[REG_CONFIG], self.regs[REG_CONFIG2] = config_registers(cfg)
         self._cache: dict[bytes, _Weights] = {}
@@ -152,7 +137,7 @@ class EmuDevice:
     def write_reg(self, offset: int, value: int) -> None:
         value &= 0xFFFFFFFF
         if offset == REG_STATUS:  # W1C on DONE and ERROR; BUSY is read-only
-            self.regs[REG_STATUS] &= ~(value & (STATUS_DONE | STATUS_ERROR))
+            self.regs[REG_STATUS] &= ~(value & STATUS_W1C)
         elif offset == REG_CTRL:
             self.regs[REG_CTRL] = value & CTRL_IRQ_EN
             if value & CTRL_START and not self.regs[REG_STATUS] & STATUS_BUSY:
@@ -214,7 +199,7 @@ class EmuDevice:
                 r[REG_STATUS] = (r[REG_STATUS] & ~STATUS_BUSY) | STATUS_ERROR
                 return
             r[REG_DESC_DONE] = i + 1
-            if self.cycles is not None:  # counters as hw/cycle_model.py predicts them
+            if self.cycles is not None:  # counters as the cycle model predicts them
                 key = raw.tobytes()
                 lc = self._perf.get(key)
                 if lc is None:  # deterministic per descriptor: predicted once

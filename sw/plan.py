@@ -21,19 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from sw.accel_config import AccelConfig
 from sw.artifact import FORMAT_VERSION, Node, Output, Quant
-from sw.descriptors import DESCRIPTOR_BYTES, OP_ADD, Descriptor, pack_program
-
-ALIGN = 64  # docs/accelerator-interface.md: every DDR address the accelerator sees
-
-
-def align(n: int, a: int = ALIGN) -> int:
-    return -(-n // a) * a
-
-
-def groups(c: int, lanes: int) -> int:
-    return -(-c // lanes)
+from sw.contract.config import AccelConfig
+from sw.contract.descriptor import DESCRIPTOR_BYTES, OP_ADD, Descriptor, pack_program
+from sw.contract.layout import ALIGN, groups
 
 
 @dataclass(frozen=True)
@@ -247,7 +238,7 @@ class Plan:
                 f"({self.cycle_model})"
             )
         else:
-            lines.append("predicted cycles: no hw/cycle_model.py yet, column left out")
+            lines.append("predicted cycles: no cycle model given, column left out")
         return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:

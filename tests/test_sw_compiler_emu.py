@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from sim.reference import run_network
-from sim.reference.layout import CHANNEL_RECORD, unpack_codes
 from sim.reference.randnet import random_conv, random_network
 from sw.accel_config import AccelConfig
 from sw.artifact import Artifact, Node, Output, Quant
 from sw.backends.emu import EmuBackend
 from sw.compiler import CompileError, compile_model, layer_limit, lower
+from sw.contract.layout import CHANNEL_RECORD, unpack_codes
 from sw.descriptors import OP_ADD, Descriptor
 from sw.plan import CPUStep, PLStep
 
@@ -135,12 +135,14 @@ def test_strips_fit_the_buffers_and_are_balanced() -> None:
 
 
 def test_resource_formulas_agree_with_the_rtl_parameters() -> None:
-    """sw/ restates hw/params.py (to run without hw/ on the board): they must not drift."""
+    """The compiler and the RTL size the buffers with the same contract formulas
+    (sw/contract/buffers.py): one definition, imported by both."""
     params = pytest.importorskip("hw.params")
     from sw import compiler
+    from sw.contract import buffers
 
-    assert compiler.INPUT_BANKS == params.BANKS
-    assert compiler.DENSE_CODE_BITS == params.DENSE_CODE_BITS
+    assert compiler.BANKS == params.BANKS == buffers.BANKS
+    assert params.DENSE_CODE_BITS == buffers.DENSE_CODE_BITS
     for cfg in [
         AccelConfig(),
         AccelConfig(input_buffer_words=8192, weight_buffer_bytes=32768),

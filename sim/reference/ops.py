@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-ACC_MIN, ACC_MAX = -(2**31), 2**31 - 1
-
 
 def round_shift(p: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """Section 1: round half up, ``(p + 2^(S-1)) >> S`` for ``S >= 1`` and ``p`` for ``S = 0``."""

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 
-MULT_MAX = 2**16 - 1
-SHIFT_MAX = 47
+from sw.contract.arith import MULT_MAX, SHIFT_MAX
 
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
