@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         source = args.model
         sha256 = None
     else:
-        from quant.model import integer_runner
+        from quant.integer import integer_runner
         from sw import artifact as artmod
 
         loaded = art = artmod.load(args.path)

@@ -132,7 +132,7 @@ def evaluate_artifact(art: Any) -> dict[str, float]:
     from models.detect import artifact_detect_fn
     from models.evaluate import evaluate_voc
     from models.paths import data_dir
-    from quant.model import integer_runner
+    from quant.integer import integer_runner
 
     detect = artifact_detect_fn(art, runner=integer_runner())
     r = evaluate_voc(detect, data_dir() / "voc2012-sample", with_curves=False)

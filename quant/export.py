@@ -1,8 +1,9 @@
-"""Export a QuantDetector to the model artifact (sw.artifact), and run any artifact in torch.
+"""Export a QuantDetector to the model artifact (sw.artifact).
 
 The constants come from QuantDetector.integer_params(), the same dictionary its integer mode
 computes with, so `sim.reference.run_network(artifact)` equals `QuantDetector.forward_int`
-integer for integer (tests/test_quant_export.py checks every node on real images).
+integer for integer (tests/test_quant_export.py checks every node on real images). Running any
+artifact in torch is quant.integer's ArtifactNet.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from quant.model import INPUT, INPUT_QUANT, QuantDetector, run_int_op
+from quant.integer import INPUT, INPUT_QUANT
+from quant.model import QuantDetector
 from sw import artifact as artmod
 from sw.artifact import Artifact, Node, Output, Quant, encode_codes
 
@@ -87,46 +88,6 @@ def export(qdet: QuantDetector, path: str | Path, size: int, **kw: Any) -> Artif
     art = to_artifact(qdet, size, **kw)
     artmod.save(art, path)
     return art
-
-
-class ArtifactNet:
-    """Runs an artifact with the float64 integer ops of quant.model (exact, fast)."""
-
-    def __init__(self, art: Artifact) -> None:
-        self.art = art
-        self.outputs = [o.node for o in art.outputs]
-        self.params: dict[str, dict[str, Any]] = {}
-        for n in art.nodes:
-            p: dict[str, Any] = {"q_out": n.quant}
-            if n.op == "conv":
-                t = n.tensors
-                a = n.attrs
-                p.update(
-                    v=artmod.decode_codes(t["codes"], a["weight_format"], a["weight_bits"]),
-                    bias=t["bias"].astype(np.int64),
-                    m_pos=t["m_pos"], m_neg=t["m_neg"], shift=t["shift"],
-                    z_in=art.quant_of(n.inputs[0]).zero,
-                )  # fmt: skip
-            elif n.op == "add":
-                p.update(m_a=n.attrs["m_a"], m_c=n.attrs["m_b"], shift=n.attrs["shift"],
-                         z_a=art.quant_of(n.inputs[0]).zero,
-                         z_c=art.quant_of(n.inputs[1]).zero)  # fmt: skip
-            self.params[n.name] = p
-
-    def __call__(self, codes: Tensor, keep_all: bool = False) -> Any:
-        vals: dict[str, Tensor] = {self.art.input_name: codes.double()}
-        for n in self.art.nodes:
-            vals[n.name] = run_int_op(n.op, n.attrs, [vals[s] for s in n.inputs],
-                                      self.params[n.name])  # fmt: skip
-        if keep_all:
-            return vals
-        return [vals[o] for o in self.outputs]
-
-
-def detector_from_artifact(art: Artifact | str | Path) -> ArtifactNet:
-    if not isinstance(art, Artifact):
-        art = artmod.load(art)
-    return ArtifactNet(art)
 
 
 @torch.no_grad()

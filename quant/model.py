@@ -4,13 +4,10 @@
 * ``fake``: weights through their WeightQuantizer (pow2 / int / binary per layer), bias rounded
   to the accumulator grid, every conv and add output through its ActQuantizer, with
   straight-through gradients (for calibration, reconstruction and QAT);
-* ``int``: the integer contract of docs/arithmetic.md on codes, computed in float64. Every value
-  is an integer below 2^53 (|acc| < 2^31, |acc * M| < 2^47), every sum of integers is exact in
-  float64 whatever the summation order, and ``round_shift`` divides by a power of two and floors,
-  which is exact too - so the results equal sim.reference's int64 integers bit for bit, while
-  torch's convolutions make it fast enough to evaluate mAP at 512x512.
+* ``int``: the integer contract of docs/arithmetic.md on codes (quant.integer), exact in
+  float64, so the results equal sim.reference's integers bit for bit.
 
-The integer constants come from one function, :meth:`QuantDetector.integer_params`, used by both
+The integer constants come from one method, :meth:`QuantDetector.integer_params`, used by both
 the integer mode and the exporter (quant.export), so what is measured is what is shipped.
 
 Graph rules: darknet ``route`` with several inputs is a concat and all its inputs share one
@@ -20,11 +17,9 @@ group), a single-input route / dropout / yolo is an alias, ``shortcut`` is the c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,12 +36,9 @@ from models.darknet import (
     YoloSpec,
     fold_batchnorm,
 )
+from quant.integer import INPUT, INPUT_QUANT, add_params, conv_params, run_int_graph
 from quant.quantizers import ActQuantizer, WeightQuantizer, round_ste
-from sim.reference.requant import add_constants, conv_constants
 from sw.artifact import Quant
-
-INPUT = "image"
-INPUT_QUANT = Quant(8, 0, 1.0 / 255.0)  # docs/arithmetic.md section 2: the pixel bytes as is
 
 
 @dataclass
@@ -310,22 +302,14 @@ class QuantDetector(nn.Module):
         for n in self.nodes:
             qo = self.quant_of(n.name)
             if n.op == "conv":
-                qi = self.quant_of(n.inputs[0])
                 v, s_w = self.wq[n.name].integer(self.weight[n.name])
-                acc_unit = np.float64(np.float32(qi.scale)) * s_w.astype(np.float64)
                 b = self.bias[n.name].detach().double().numpy()
-                bias = np.clip(np.round(b / acc_unit), -(2**31), 2**31 - 1).astype(np.int64)
-                m_real = acc_unit / np.float64(np.float32(qo.scale))
-                mp, mn, sh = conv_constants(m_real, n.attrs["activation"], LEAKY_SLOPE)
-                out[n.name] = dict(v=v, s_w=s_w, bias=bias, m_pos=mp, m_neg=mn, shift=sh,
-                                   z_in=qi.zero, q_out=qo)  # fmt: skip
+                out[n.name] = conv_params(
+                    self.quant_of(n.inputs[0]), qo, v, s_w, b, n.attrs["activation"]
+                )
             elif n.op == "add":
                 qa, qc = self.quant_of(n.inputs[0]), self.quant_of(n.inputs[1])
-                ma, mc, s = add_constants(
-                    float(np.float32(qa.scale)), float(np.float32(qc.scale)),
-                    float(np.float32(qo.scale)),
-                )  # fmt: skip
-                out[n.name] = dict(m_a=ma, m_c=mc, shift=s, z_a=qa.zero, z_c=qc.zero, q_out=qo)
+                out[n.name] = add_params(qa, qc, qo)
             else:
                 out[n.name] = dict(q_out=qo)
         self._int_cache = out
@@ -335,75 +319,4 @@ class QuantDetector(nn.Module):
     def forward_int(self, codes: Tensor, keep_all: bool = False) -> Any:
         """Input codes (N, 3, H, W) -> head codes (float64 holding integers), or with
         ``keep_all`` a dict of every node's codes."""
-        params = self.integer_params()
-        vals: dict[str, Tensor] = {INPUT: codes.double()}
-        last_use = self._last_use()
-        for k, n in enumerate(self.nodes):
-            vals[n.name] = run_int_op(n.op, n.attrs, [vals[s] for s in n.inputs], params[n.name])
-            if not keep_all:
-                for s in n.inputs:
-                    if last_use.get(s) == k and s not in self.heads:
-                        del vals[s]
-        if keep_all:
-            return vals
-        return [vals[h] for h in self.heads]
-
-
-def _round_shift(p: Tensor, s: Tensor) -> Tensor:
-    """round_shift (section 1) on float64 integers: exact, see the module docstring."""
-    half = torch.where(s > 0, torch.exp2(s - 1), torch.zeros_like(s))
-    return torch.floor((p + half) / torch.exp2(s))
-
-
-@torch.no_grad()
-def run_int_op(op: str, attrs: dict[str, Any], ins: list[Tensor], p: dict[str, Any]) -> Tensor:
-    """One operation of the contract on (N, C, H, W) float64 codes. ``attrs`` use the artifact's
-    keys; ``p`` holds the integer constants (QuantDetector.integer_params' layout)."""
-    q_out: Quant = p["q_out"]
-    if op == "conv":
-        w = torch.from_numpy(p["v"]).double()
-        bias = torch.from_numpy(p["bias"].astype(np.float64))
-        x = ins[0] - p["z_in"]  # zero padding of q - z_in is padding with z_in (section 4.2)
-        acc = F.conv2d(x, w, bias, attrs["stride"], attrs["pad"], 1, attrs["groups"])
-        c = (1, -1, 1, 1)
-        mp = torch.from_numpy(p["m_pos"].astype(np.float64)).view(c)
-        mn = torch.from_numpy(p["m_neg"].astype(np.float64)).view(c)
-        sh = torch.from_numpy(p["shift"].astype(np.float64)).view(c)
-        r = _round_shift(acc * torch.where(acc >= 0, mp, mn), sh)
-        return torch.clamp(q_out.zero + r, 0, q_out.qmax)
-    if op == "add":
-        t = p["m_a"] * (ins[0] - p["z_a"]) + p["m_c"] * (ins[1] - p["z_c"])
-        if attrs["activation"] == "relu":
-            t = torch.clamp(t, min=0)
-        r = _round_shift(t, torch.tensor(float(p["shift"]), dtype=torch.float64))
-        return torch.clamp(q_out.zero + r, 0, q_out.qmax)
-    if op == "concat":
-        return torch.cat(ins, dim=1)
-    if op == "upsample":
-        return ins[0].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    if op == "maxpool":
-        x = F.pad(ins[0], (attrs["pad_before"], attrs["pad_after"]) * 2, value=-1.0)
-        return F.max_pool2d(x, attrs["kernel"], attrs["stride"])
-    raise ValueError(f"unknown op {op!r}")
-
-
-def integer_runner(
-    cache: dict[int, QuantDetector] | None = None,
-) -> Callable[[Any, np.ndarray], dict[str, np.ndarray]]:
-    """A runner(art, codes CHW) for models.detect.artifact_detect_fn that executes an artifact
-    with the float64 integer mode (quant.export.detector_from_artifact), bit-exact with
-    sim.reference but much faster."""
-    from quant.export import detector_from_artifact
-
-    memo: dict[int, Any] = {} if cache is None else cache  # type: ignore[assignment]
-
-    def run(art: Any, codes: np.ndarray) -> dict[str, np.ndarray]:
-        key = id(art)
-        if key not in memo:
-            memo[key] = detector_from_artifact(art)
-        net = memo[key]
-        outs = net(torch.from_numpy(codes.astype(np.float64))[None])
-        return {name: o[0].numpy().astype(np.uint8) for name, o in zip(net.outputs, outs,
-                                                                        strict=True)}  # fmt: skip
-
-    return run
+        return run_int_graph(self.nodes, INPUT, codes, self.integer_params(), self.heads, keep_all)

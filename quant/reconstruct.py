@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from quant.model import INPUT, QuantDetector
+from quant.integer import INPUT
+from quant.model import QuantDetector
 
 
 def _fit_layer(

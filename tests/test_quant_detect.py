@@ -66,7 +66,8 @@ def test_detect_fns_on_a_real_image(tmp_path) -> None:  # type: ignore[no-untype
     from quant.calibrate import calibrate_activations, load_darknet, voc_names
     from quant.data import letterbox_batch, unlabeled_images
     from quant.export import export
-    from quant.model import LayerFormat, QuantDetector, integer_runner
+    from quant.integer import integer_runner
+    from quant.model import LayerFormat, QuantDetector
 
     img_path = sorted((data_dir() / "voc2012-sample" / "JPEGImages").glob("*.jpg"))[0]
     img = cv2.imread(str(img_path))

@@ -17,7 +17,8 @@ from models.darknet import Darknet, parse_cfg_text
 from models.paths import data_dir
 from quant.calibrate import calibrate_activations, load_darknet, voc_names
 from quant.data import letterbox_batch, letterbox_codes, unlabeled_images
-from quant.export import detector_from_artifact, export, forward_int_codes, to_artifact
+from quant.export import export, forward_int_codes, to_artifact
+from quant.integer import detector_from_artifact
 from quant.model import LayerFormat, QuantDetector
 from sim.reference.network import run_network
 from sw import artifact as artmod
