@@ -109,7 +109,7 @@ def test_output_that_is_the_input_is_refused(tmp_path, capsys, model, clip) -> N
     src = tmp_path / "TUD-Campus.mp4"
     src.write_bytes(clip.read_bytes())
     before = _sha(src)
-    # the case: the input inside the output folder with the same stem
+    # the plain case: the input inside the output folder, so its .mp4 output is the input
     rc, _, err = _run(capsys, str(src), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 2 and err.count("\n") == 1 and "is the input" in err, err
     # the same file through a symlink and through a hard link in another folder
