@@ -40,26 +40,66 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import AxiReader, AxiWriter
 from hw.dense import D_BITS, DenseArray
 from hw.depthwise import DepthwiseArray
-from hw.params import BANKS, DW_TAPS, MAX_KERNEL, HwParams, check
+from hw.params import ADD_CHUNK, BANKS, DW_TAPS, MAX_KERNEL, HwParams, check
 from hw.requant import CONST_BITS, ChannelConst, Eltwise, Requant
-from sw.accel_config import DEFAULT_CONFIG, AccelConfig
-from sw.descriptors import ACCEL_ID, INTERFACE_VERSION, LAYOUT
+from sw.contract.config import DEFAULT_CONFIG, AccelConfig
+from sw.contract.descriptor import (
+    DESCRIPTOR_BYTES,
+    FMT_BINARY,
+    FMT_INT,
+    FMT_POW2,
+    LAYOUT,
+    OP_ADD,
+    OP_DENSE,
+    OP_DEPTHWISE,
+)
+from sw.contract.registers import (
+    ACCEL_ID,
+    ADDR_BITS,
+    ERR_AXI,
+    ERR_BUFFER,
+    ERR_OPCODE,
+    ERR_SHAPE,
+    ERR_SIZES,
+    ERR_STRIP,
+    ERROR_BITS,
+    F_DONE,
+    F_ERROR,
+    F_IRQ_EN,
+    F_START,
+    REG_CTRL,
+    REG_DESC_ADDR,
+    REG_DESC_COUNT,
+    REG_STATUS,
+    REGISTERS,
+    Register,
+    config_registers,
+)
 
 # Tag kinds: what the beats of one read request are for.
 T_DESC, T_CONST, T_WGT, T_ROW, T_ADDA, T_ADDC = range(6)
-ADD_CHUNK = 64  # words of each add operand per request pair (the size of the operand-A buffer)
 
-# Error codes (docs/accelerator-interface.md).
-E_OPCODE, E_SHAPE, E_STRIP, E_BUFFER, E_AXI, E_SIZES = 1, 2, 3, 4, 5, 6
+
+def _fields_word(reg: Register, values: dict[str, object]) -> object:
+    """A register's read value from one signal per field, placed at the contract's bit
+    positions (gaps read 0)."""
+    parts: list[object] = []
+    at = 0
+    for fld in sorted(reg.fields, key=lambda x: x.lsb):
+        if fld.lsb > at:
+            parts.append(C(0, fld.lsb - at))
+        parts.append(values[fld.name])
+        at = fld.lsb + fld.width
+    return Cat(*parts)
 
 
 def _lite_signature() -> dict[str, object]:
     p = "s_axi_control_"
     return {
-        p + "awaddr": In(12), p + "awvalid": In(1), p + "awready": Out(1),
+        p + "awaddr": In(ADDR_BITS), p + "awvalid": In(1), p + "awready": Out(1),
         p + "wdata": In(32), p + "wstrb": In(4), p + "wvalid": In(1), p + "wready": Out(1),
         p + "bresp": Out(2), p + "bvalid": Out(1), p + "bready": In(1),
-        p + "araddr": In(12), p + "arvalid": In(1), p + "arready": Out(1),
+        p + "araddr": In(ADDR_BITS), p + "arvalid": In(1), p + "arready": Out(1),
         p + "rdata": Out(32), p + "rresp": Out(2), p + "rvalid": Out(1), p + "rready": In(1),
     }  # fmt: skip
 
@@ -112,16 +152,13 @@ class Pow2DetAccel(wiring.Component):
         # ------------------------------------------------------------------ registers
         reg_ctrl_irq = Signal()
         st_done, st_error = Signal(), Signal()
-        err_code, err_index = Signal(4), Signal(16)
+        err_code, err_index = Signal(ERROR_BITS), Signal(16)
         desc_addr, desc_count = Signal(32), Signal(32)
         desc_done = Signal(32)
         perf_total, perf_dense, perf_dw, perf_elt, perf_stall = (Signal(32) for _ in range(5))
         start = Signal()
         busy = Signal()
-        cfg_word = (L & 0xFF) | (cfg.max_strip << 8) | (INTERFACE_VERSION << 16)
-        cfg2_word = ((cfg.weight_buffer_bytes // 64) & 0xFFFF) | (
-            ((cfg.input_buffer_words // 16) & 0xFFFF) << 16
-        )
+        cfg_word, cfg2_word = config_registers(cfg)
         # AXI-Lite write: take address and data together, answer OKAY.
         bvalid = Signal()
         wr = sl("awvalid") & sl("wvalid") & ~bvalid
@@ -132,39 +169,48 @@ class Pow2DetAccel(wiring.Component):
             m.d.sync += bvalid.eq(1)
         with m.Elif(sl("bready")):
             m.d.sync += bvalid.eq(0)
-        waddr = sl("awaddr")[2:12]
+        waddr = sl("awaddr")[2:ADDR_BITS]
         wdata = sl("wdata")
-        m.d.comb += start.eq(wr & (waddr == 0x00 >> 2) & wdata[0] & ~busy)
+        m.d.comb += start.eq(wr & (waddr == REG_CTRL >> 2) & wdata[F_START.lsb] & ~busy)
         clr_done = Signal()
         clr_err = Signal()
         with m.If(wr):
             with m.Switch(waddr):
-                with m.Case(0x00 >> 2):
-                    m.d.sync += reg_ctrl_irq.eq(wdata[1])
-                with m.Case(0x04 >> 2):
-                    m.d.comb += [clr_done.eq(wdata[1]), clr_err.eq(wdata[2])]
-                with m.Case(0x10 >> 2):
+                with m.Case(REG_CTRL >> 2):
+                    m.d.sync += reg_ctrl_irq.eq(wdata[F_IRQ_EN.lsb])
+                with m.Case(REG_STATUS >> 2):  # DONE and ERROR are write-1-to-clear
+                    m.d.comb += [clr_done.eq(wdata[F_DONE.lsb]), clr_err.eq(wdata[F_ERROR.lsb])]
+                with m.Case(REG_DESC_ADDR >> 2):
                     m.d.sync += desc_addr.eq(wdata)
-                with m.Case(0x14 >> 2):
+                with m.Case(REG_DESC_COUNT >> 2):
                     m.d.sync += desc_count.eq(wdata)
         rvalid, rdata = Signal(), Signal(32)
         m.d.comb += [
             sl("arready").eq(~rvalid), sl("rvalid").eq(rvalid), sl("rdata").eq(rdata),
             sl("rresp").eq(0),
         ]  # fmt: skip
+        # Read side, driven by the contract's register table: every register's value by name,
+        # a register with fields from one signal per field (START reads 0, BUSY is live).
+        fields_of = {
+            "CTRL": {"START": C(0, 1), "IRQ_EN": reg_ctrl_irq},
+            "STATUS": {"BUSY": busy, "DONE": st_done, "ERROR": st_error},
+        }
+        read_value = {
+            "ERROR_CODE": err_code, "ERROR_INDEX": err_index, "DESC_ADDR": desc_addr,
+            "DESC_COUNT": desc_count, "ID": C(ACCEL_ID, 32), "CONFIG": C(cfg_word, 32),
+            "CONFIG2": C(cfg2_word, 32), "DESC_DONE": desc_done, "PERF_TOTAL": perf_total,
+            "PERF_DENSE": perf_dense, "PERF_DW": perf_dw, "PERF_ELTWISE": perf_elt,
+            "PERF_MEM_STALL": perf_stall,
+        }  # fmt: skip
+        read_value |= {
+            n: _fields_word(r, fields_of[n]) for r in REGISTERS if (n := r.name) in fields_of
+        }
         with m.If(sl("arvalid") & ~rvalid):
             m.d.sync += rvalid.eq(1)
-            with m.Switch(sl("araddr")[2:12]):
-                for off, val in {
-                    0x00: Cat(C(0, 1), reg_ctrl_irq),
-                    0x04: Cat(busy, st_done, st_error),
-                    0x08: err_code, 0x0C: err_index, 0x10: desc_addr, 0x14: desc_count,
-                    0x18: C(ACCEL_ID, 32), 0x1C: C(cfg_word, 32), 0x20: C(cfg2_word, 32),
-                    0x24: desc_done, 0x30: perf_total, 0x34: perf_dense, 0x38: perf_dw,
-                    0x3C: perf_elt, 0x40: perf_stall,
-                }.items():  # fmt: skip
-                    with m.Case(off >> 2):
-                        m.d.sync += rdata.eq(val)
+            with m.Switch(sl("araddr")[2:ADDR_BITS]):
+                for reg in REGISTERS:
+                    with m.Case(reg.word):
+                        m.d.sync += rdata.eq(read_value[reg.name])
                 with m.Default():
                     m.d.sync += rdata.eq(0)
         with m.Elif(sl("rready")):
@@ -223,15 +269,15 @@ class Pow2DetAccel(wiring.Component):
         out_room = outq.level < cfg.out_fifo_words - 24
 
         # ------------------------------------------------------------------ layer registers
-        desc = Signal(512)
+        desc = Signal(8 * DESCRIPTOR_BYTES)
         f = {n: Signal(w, name=f"d_{n}") for n, (_, _, w) in LAYOUT.items()}
         op, k, st, pad = f["op"], f["kernel"], f["stride"], f["pad"]
         wfmt, wbits = f["weight_format"], f["weight_bits"]
         cin, cout = f["in_channels"], f["out_channels"]
         H, W, Ho, Wo = f["in_height"], f["in_width"], f["out_height"], f["out_width"]
         z_in, z_out, ws = f["z_in"], f["z_out"], f["strip_width"]
-        is_dense = op == 1
-        is_dw = op == 2
+        is_dense = op == OP_DENSE
+        is_dw = op == OP_DEPTHWISE
         qmax = Signal(8)
         gi, go = Signal(13), Signal(13)  # channel groups in / out
         kk = Signal(5)
@@ -285,7 +331,7 @@ class Pow2DetAccel(wiring.Component):
         # ------------------------------------------------------------------ main FSM
         cur_desc = Signal(32)
         desc_idx = Signal(16)
-        err = Signal(4)
+        err = Signal(ERROR_BITS)
         with m.If(busy):
             m.d.sync += perf_total.eq(perf_total + 1)
         with m.If(clr_done):
@@ -314,7 +360,11 @@ class Pow2DetAccel(wiring.Component):
                     m.d.comb += layer_reset.eq(1)
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [req_valid.eq(1), req_addr.eq(cur_desc), req_beats.eq(64 // L)]
+                m.d.comb += [
+                    req_valid.eq(1),
+                    req_addr.eq(cur_desc),
+                    req_beats.eq(DESCRIPTOR_BYTES // L),
+                ]
                 m.d.comb += req_tag.kind.eq(T_DESC)
                 with m.If(req_ok):
                     m.next = "WAITD"
@@ -333,7 +383,7 @@ class Pow2DetAccel(wiring.Component):
                     in_plane.eq(H * W * L), in_row.eq(W * L),
                     out_plane.eq(Ho * Wo * L), out_row.eq(Wo * L),
                     phases.eq(Mux(k > 3, 3, 1)),
-                    cbits.eq(Mux(wfmt == 1, 1, Mux(wfmt == 0, 4,
+                    cbits.eq(Mux(wfmt == FMT_BINARY, 1, Mux(wfmt == FMT_POW2, 4,
                              Mux(wbits <= 2, 2, Mux(wbits <= 4, 4, 8))))),
                 ]  # fmt: skip
                 m.next = "SETUP2"
@@ -350,7 +400,7 @@ class Pow2DetAccel(wiring.Component):
                 m.next = "SETUP4"
             with m.State("SETUP4"):
                 m.d.sync += wbeats.eq(
-                    Mux(is_dense, Mux(wfmt == 1, blocks << 1, blocks << 3),
+                    Mux(is_dense, Mux(wfmt == FMT_BINARY, blocks << 1, blocks << 3),
                         (dw_vecs * cbits + 7) >> 3)
                 )  # fmt: skip
                 m.next = "CHECK"
@@ -361,9 +411,9 @@ class Pow2DetAccel(wiring.Component):
                 bad_kernel = (
                     ~((k == 1) | (k == 3) | (k == 5)) | ~((st == 1) | (st == 2)) | (pad >= k)
                 )
-                pow2_ok = (wfmt == 0) & ((wbits == 3) | (wbits == 4))
-                bin_ok = (wfmt == 1) & (wbits == 1)
-                int_ok = (wfmt == 2) & (wbits >= 2) & (wbits <= 8)
+                pow2_ok = (wfmt == FMT_POW2) & ((wbits == 3) | (wbits == 4))
+                bin_ok = (wfmt == FMT_BINARY) & (wbits == 1)
+                int_ok = (wfmt == FMT_INT) & (wbits >= 2) & (wbits <= 8)
                 bad_fmt = Mux(is_dense, ~(pow2_ok | bin_ok), ~(pow2_ok | bin_ok | int_ok))
                 bad_sizes = (
                     (cin == 0) | (cout == 0) | (H == 0) | (W == 0)
@@ -379,16 +429,16 @@ class Pow2DetAccel(wiring.Component):
                     | (go > hp.channel_groups)
                     | (is_dense & (blocks > hp.weight_blocks))
                 )
-                with m.If(~(conv | (op == 3))):
-                    m.d.sync += err.eq(E_OPCODE)
+                with m.If(~(conv | (op == OP_ADD))):
+                    m.d.sync += err.eq(ERR_OPCODE)
                 with m.Elif(conv & (bad_kernel | bad_fmt)):
-                    m.d.sync += err.eq(E_SHAPE)
+                    m.d.sync += err.eq(ERR_SHAPE)
                 with m.Elif(conv & ((ws == 0) | (ws > cfg.max_strip))):
-                    m.d.sync += err.eq(E_STRIP)
-                with m.Elif(bad_sizes | (conv & bad_conv) | ((op == 3) & bad_add)):
-                    m.d.sync += err.eq(E_SIZES)
+                    m.d.sync += err.eq(ERR_STRIP)
+                with m.Elif(bad_sizes | (conv & bad_conv) | ((op == OP_ADD) & bad_add)):
+                    m.d.sync += err.eq(ERR_SIZES)
                 with m.Elif(conv & bad_buf):
-                    m.d.sync += err.eq(E_BUFFER)
+                    m.d.sync += err.eq(ERR_BUFFER)
                 with m.Else():
                     m.d.sync += err.eq(0)
                 m.next = "GO"
@@ -405,14 +455,14 @@ class Pow2DetAccel(wiring.Component):
                 with m.If(layer_idle & ~as_start):
                     with m.If(axi_err):
                         m.d.sync += [
-                            st_error.eq(1), err_code.eq(E_AXI), err_index.eq(desc_idx),
+                            st_error.eq(1), err_code.eq(ERR_AXI), err_index.eq(desc_idx),
                             busy.eq(0),
                         ]  # fmt: skip
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [
                             desc_idx.eq(desc_idx + 1), desc_done.eq(desc_done + 1),
-                            cur_desc.eq(cur_desc + 64),
+                            cur_desc.eq(cur_desc + DESCRIPTOR_BYTES),
                         ]  # fmt: skip
                         m.next = "NEXT"
 
@@ -430,7 +480,7 @@ class Pow2DetAccel(wiring.Component):
                 m.d.comb += as_done.eq(1)
                 with m.If(as_start):
                     m.d.sync += [as_seq.eq(0), as_j0.eq(0), as_off.eq(0)]
-                    with m.If(op == 3):
+                    with m.If(op == OP_ADD):
                         m.next = "ADD_A"
                     with m.Else():
                         m.next = "CONST"
@@ -553,7 +603,7 @@ class Pow2DetAccel(wiring.Component):
                 m.d.comb += rready.eq(1)
                 with m.If(rfire):
                     m.d.sync += [desc.word_select(ds_cnt[:2], DW).eq(rbeat), ds_cnt.eq(ds_cnt + 1)]
-                    with m.If(ds_cnt == 64 // L - 1):
+                    with m.If(ds_cnt == DESCRIPTOR_BYTES // L - 1):
                         m.d.sync += desc_loaded.eq(1)
                         m.next = "IDLE"
             with m.State("CONST"):
@@ -577,7 +627,7 @@ class Pow2DetAccel(wiring.Component):
                         code = rbeat[4 * i : 4 * i + 4]
                         c4.append(Mux(wbits == 3, Cat(code[0:2], C(0, 1), code[2]), code))
                     bexp = Cat(*[Cat(C(1, 1), C(0, 2), rbeat[i]) for i in range(DW)])
-                    binary = wfmt == 1
+                    binary = wfmt == FMT_BINARY
                     m.d.comb += [
                         wmem_w.addr.eq(Mux(binary, ds_cnt >> 1, ds_cnt >> 3)),
                         wmem_w.data.eq(Mux(binary, Cat(bexp, bexp), Cat(*(c4 * 8)))),
@@ -618,7 +668,9 @@ class Pow2DetAccel(wiring.Component):
                                         sgn = Mux(wbits == 3, code[2], code[3])
                                         mfield = Mux(wbits == 3, code[0:2], code[0:3])
                                         mag = Mux(mfield == 0, 0, (1 << mfield) >> 1)
-                                        m.d.comb += wv.eq(Mux(wfmt == 2, ival, Mux(sgn, -mag, mag)))
+                                        m.d.comb += wv.eq(
+                                            Mux(wfmt == FMT_INT, ival, Mux(sgn, -mag, mag))
+                                        )
                                     else:
                                         m.d.comb += wv.eq(ival)
                         lanes_w.append(wv)
