@@ -63,15 +63,12 @@ from sw.contract.registers import (
     ERR_SIZES,
     ERR_STRIP,
     ERROR_BITS,
-    F_DONE,
-    F_ERROR,
-    F_IRQ_EN,
     F_START,
     REG_CTRL,
-    REG_DESC_ADDR,
-    REG_DESC_COUNT,
-    REG_STATUS,
     REGISTERS,
+    RO,
+    RW,
+    W1C,
     Register,
     config_registers,
 )
@@ -174,16 +171,26 @@ class Pow2DetAccel(wiring.Component):
         m.d.comb += start.eq(wr & (waddr == REG_CTRL >> 2) & wdata[F_START.lsb] & ~busy)
         clr_done = Signal()
         clr_err = Signal()
+        # Write side, driven by the contract's register table: a writable register without fields
+        # is stored whole; of a register with fields, RW fields are stored and W1C fields pulse
+        # their clear strobe (START, W1P, is the `start` pulse above; RO registers ignore writes).
+        stored = {"DESC_ADDR": desc_addr, "DESC_COUNT": desc_count, "CTRL.IRQ_EN": reg_ctrl_irq}
+        clears = {"STATUS.DONE": clr_done, "STATUS.ERROR": clr_err}
         with m.If(wr):
             with m.Switch(waddr):
-                with m.Case(REG_CTRL >> 2):
-                    m.d.sync += reg_ctrl_irq.eq(wdata[F_IRQ_EN.lsb])
-                with m.Case(REG_STATUS >> 2):  # DONE and ERROR are write-1-to-clear
-                    m.d.comb += [clr_done.eq(wdata[F_DONE.lsb]), clr_err.eq(wdata[F_ERROR.lsb])]
-                with m.Case(REG_DESC_ADDR >> 2):
-                    m.d.sync += desc_addr.eq(wdata)
-                with m.Case(REG_DESC_COUNT >> 2):
-                    m.d.sync += desc_count.eq(wdata)
+                for reg in REGISTERS:
+                    if reg.access == RO:
+                        continue
+                    with m.Case(reg.word):
+                        if not reg.fields:
+                            m.d.sync += stored[reg.name].eq(wdata)
+                        for fld in reg.fields:
+                            key = f"{reg.name}.{fld.name}"
+                            bits = wdata[fld.lsb : fld.lsb + fld.width]
+                            if fld.access == W1C:
+                                m.d.comb += clears[key].eq(bits)
+                            elif fld.access in ("", RW):
+                                m.d.sync += stored[key].eq(bits)
         rvalid, rdata = Signal(), Signal(32)
         m.d.comb += [
             sl("arready").eq(~rvalid), sl("rvalid").eq(rvalid), sl("rdata").eq(rdata),
