@@ -34,8 +34,8 @@ from models.darknet import (
     ShortcutSpec,
     UpsampleSpec,
     YoloSpec,
-    fold_batchnorm,
 )
+from quant.fold import fold_batchnorm
 from quant.integer import INPUT, INPUT_QUANT, add_params, conv_params, run_int_graph
 from quant.quantizers import ActQuantizer, WeightQuantizer, round_ste
 from sw.artifact import Quant

@@ -17,16 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.darknet import (
-    Darknet,
-    DarknetError,
-    conv_forward_folded,
-    fold_batchnorm,
-    parse_cfg,
-    parse_cfg_text,
-    read_weights_file,
-)
+from models.darknet import Darknet, DarknetError, parse_cfg, parse_cfg_text, read_weights_file
 from models.paths import data_dir
+from quant.fold import conv_forward_folded, fold_batchnorm
 
 MODELS = ("yolo-fastest-voc", "yolo-fastest-xl-voc", "mobilenetv2-yolov3-nano-voc")
 WEIGHTS = data_dir() / "weights" / "darknet"
