@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,8 +57,7 @@ fd = _load_module()
 
 
 @pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fd, "RETRY_DELAY_S", 0.0)
+def _no_mirror_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATA_MIRROR", raising=False)
 
 
@@ -86,7 +86,16 @@ def error_lines(err: str) -> list[str]:
 
 
 def parts_left(root: Path) -> list[Path]:
-    return list(root.rglob(f"*{fd.PART_SUFFIX}")) if root.exists() else []
+    """Temporary files: pooch's (tempfile's default names, tmp + 8 characters) and the
+    fetcher's own *.fetch-part (a derived set's archive)."""
+    if not root.exists():
+        return []
+    pooch_temp = re.compile(r"tmp[a-z0-9_]{8}")
+    return [
+        p
+        for p in root.rglob("*")
+        if p.name.endswith(fd.PART_SUFFIX) or pooch_temp.fullmatch(p.name)
+    ]
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -288,6 +297,20 @@ def test_stale_parts_are_removed(tmp_path: Path) -> None:
     os.utime(old, (past, past))
     fd.remove_stale_parts(tmp_path)
     assert not old.exists() and new.exists()  # a running fetch's part file is left alone
+
+
+def test_stale_pooch_temporary_files_are_removed(tmp_path: Path) -> None:
+    # What a SIGKILL in the middle of a download leaves: pooch's temporary file (tempfile's
+    # default name) beside its target. Files of other names are never touched.
+    (tmp_path / "a").mkdir()
+    old, new, data = tmp_path / "a/tmpab_12xyz", tmp_path / "a/tmp0123abcd", tmp_path / "a/tmp.txt"
+    past = time.time() - 2 * fd.STALE_PART_AGE_S
+    for path in (old, new, data):
+        path.write_bytes(b"x")
+    for path in (old, data):
+        os.utime(path, (past, past))
+    fd.remove_stale_parts(tmp_path)
+    assert not old.exists() and new.exists() and data.exists()
 
 
 # --------------------------------------------------------------------------- download
@@ -709,8 +732,8 @@ def test_signal_stops_a_stalled_download(
         disposition,
     )
     try:
-        # Its part file exists once the first bytes arrived: the download is under way.
-        assert wait_for(lambda: parts_left(dest) or proc.poll() is not None, 60)
+        # The request reached the server and pooch's part file exists: the download is under way.
+        assert wait_for(lambda: (server.hits and parts_left(dest)) or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.communicate()
         assert server.hits == ["/raw/t/file"]
         t0 = time.monotonic()

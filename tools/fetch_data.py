@@ -7,16 +7,16 @@ Sources, first that applies:
   3. the upstream URLs of the manifest (raw files are downloaded byte for byte; the two derived
      sets are rebuilt from their upstream archive by the manifest's transform).
 
-Files already present with the right sha256 are left alone. Every new file is written to a
-hidden temporary file beside its target, verified, then renamed into place, so an interrupted
-or failed fetch never leaves a partial or unverified file under its real name. Problems are
-reported as one line per file (``fetch_data: error: PATH: PROBLEM``) and exit status 1.
-
-No download can fill the disk or hang: each one stops at the size the manifest lists for the
-file (archives: at a stated cap), each file has an overall deadline (``--deadline``, default from
-its size) that holds even against a server trickling bytes, Ctrl-C or SIGTERM stop the run
-within a second (exit status 130 / 143), and temporary files are removed on every exit path.
-Manifest paths that would leave the data folder are refused.
+The manifest is a pooch registry (file -> sha256 and URL): pooch checks the files already
+there, writes each new one to a temporary file beside its target, checks its sha256 and renames
+it into place, retries failed downloads and runs the derived sets' rebuild as a processor on
+their archive. What pooch's own downloader lacks is done by the two downloaders here (a mirror
+copy and an HTTP download): no download can fill the disk or hang. Each stops at the size the
+manifest lists for the file (archives: at a stated cap), each file has an overall deadline
+(``--deadline``, default from its size) that holds even against a server trickling bytes,
+Ctrl-C or SIGTERM stop the run within a second (exit status 130 / 143), and temporary files are
+removed on every exit path. Manifest paths that would leave the data folder are refused.
+Problems are reported as one line per file (``fetch_data: error: PATH: PROBLEM``), exit status 1.
 
 ``--check`` only verifies what is there. ``--rewrite FROM=TO`` maps URL prefixes (tests point
 the real URLs at a local server with it).
@@ -30,10 +30,10 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 import urllib.error
@@ -46,6 +46,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pooch
+import requests.exceptions
 from tqdm import tqdm
 
 if TYPE_CHECKING:  # numpy is only needed to rebuild derived sets; keep start-up light.
@@ -58,10 +60,12 @@ DEFAULT_MANIFEST = DEFAULT_DEST / "MANIFEST.json"
 # CI clones the repository next to a read-only copy of shared/; developers have the same layout.
 DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "data"
 
-PART_SUFFIX = ".fetch-part"  # temporary files; never a file's real name, and gitignored
-STALE_PART_AGE_S = 3600.0  # a .fetch-part this old belongs to a killed run, not a running one
+# Temporary files: pooch's (tempfile's default names, "tmp" and 8 characters) while a file is
+# written, and a derived set's archive between its download and its rebuild. Gitignored.
+PART_SUFFIX = ".fetch-part"
+POOCH_TEMP = re.compile(r"tmp[a-z0-9_]{8}")
+STALE_PART_AGE_S = 3600.0  # a temporary file this old belongs to a killed run, not a running one
 CHUNK = 1 << 20
-RETRY_DELAY_S = 2.0  # times the try number: 2 s, 4 s, ...
 # An archive (derived sets) is cut off here unless the manifest gives its "archive_bytes": the
 # two upstream archives are estimated at 100-200 MB each (not measured), so 1 GiB is generous
 # and still bounds the disk.
@@ -69,6 +73,7 @@ ARCHIVE_CAP = 1 << 30
 # Default --deadline of a file: this many seconds, or its size at this rate if that is longer.
 DEADLINE_MIN_S = 120.0
 DEADLINE_RATE = 100e3  # bytes/s
+CLOSE_GRACE_S = 0.5  # how long the end of a run waits for pooch calls under way to unwind
 WATCH_S = 0.2  # how often the main thread looks at deadlines and signals while files download
 USER_AGENT = "pow2det-fetch-data/1"
 
@@ -90,17 +95,21 @@ CIFAR10_CLASSES = (
     "truck",
 )
 
+pooch.get_logger().setLevel("WARNING")  # its "Downloading ..." lines; ours are one per problem
+
 
 class FetchError(Exception):
-    """A problem with one file (or archive), printed as one line naming it."""
+    """A problem with one file (or archive), printed as one line naming it; not retried."""
 
-    def __init__(self, path: str, problem: str, *, transient: bool = False) -> None:
+    def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
-        # Transient problems (network errors, truncated transfers) are worth a retry;
-        # a wrong sha256 on a complete transfer is not.
-        self.transient = transient
+
+
+class Transient(FetchError, requests.exceptions.RequestException):
+    """A network error or a truncated transfer: worth a retry. pooch retries a download that
+    fails with a requests exception ("a bad connection"), up to its retry_if_failed."""
 
 
 class Cancelled(Exception):
@@ -202,11 +211,6 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest(raw, derived)
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def verify_file(root: Path, entry: FileEntry) -> str | None:
     """None if ``root/entry.path`` is present and right, else what is wrong with it."""
     target = root / entry.path
@@ -216,7 +220,7 @@ def verify_file(root: Path, entry: FileEntry) -> str | None:
         return "missing"
     if size != entry.size:  # cheap test first; the hash below is the real one
         return f"size mismatch (expected {entry.size} bytes, got {size})"
-    got = sha256_file(target)
+    got = pooch.file_hash(str(target))
     if got != entry.sha256:
         return f"sha256 mismatch (expected {entry.sha256}, got {got})"
     return None
@@ -251,9 +255,8 @@ class Source:
 
     mirror: Path | None
     rewrite: UrlRewriter = field(default_factory=UrlRewriter)
-    retries: int = 3
+    retries: int = 3  # tries per download (pooch waits 1 s, 2 s, ... between them)
     timeout: float = 60.0
-    retry_delay: float = RETRY_DELAY_S
     deadline: float | None = None  # seconds per file; None: deadline_for(size)
 
     def describe(self) -> str:
@@ -266,47 +269,78 @@ class Source:
         return max(DEADLINE_MIN_S, size / DEADLINE_RATE)
 
 
+def archive_name(dset: DerivedSet) -> str:
+    """Where a derived set's archive lies in data/ between its download and its rebuild."""
+    return f".{dset.dir.replace('/', '_')}.archive{PART_SUFFIX}"
+
+
+def make_store(root: Path, manifest: Manifest, source: Source) -> pooch.Pooch:
+    """The pooch registry of ``root``: every manifest file with its sha256 and where it comes
+    from (its copy in the mirror, or its upstream URL), and each derived set's archive (no
+    sha256: GitHub's generated tarballs are not byte-stable; the rebuilt files are checked)."""
+    files = manifest.all_files()
+    registry: dict[str, str | None] = {e.path: f"sha256:{e.sha256}" for e in files}
+    if source.mirror is not None:  # it holds the derived files ready-made: plain copies there
+        urls = {e.path: str(source.mirror / e.path) for e in files}
+    else:
+        urls = {e.path: source.rewrite(e.url) for e in manifest.raw if e.url}
+        for dset in manifest.derived:
+            registry[archive_name(dset)] = None
+            urls[archive_name(dset)] = source.rewrite(dset.archive)
+    tries = 1 if source.mirror is not None else max(1, source.retries)
+    return pooch.create(
+        path=root, base_url="", registry=registry, urls=urls, retry_if_failed=tries - 1
+    )
+
+
 class Run:
-    """One fetch: the cancel event every transfer watches, and every temporary file it made
-    (close() deletes the ones still there, whatever ended the run)."""
+    """One fetch: the cancel event every transfer watches, and every temporary file pooch gave
+    a downloader. close() deletes those still there, whatever ended the run: pooch deletes its
+    own on an exception, and close() first gives the pooch calls under way CLOSE_GRACE_S to
+    unwind, but a worker stuck in a socket read at a deadline or a signal never gets there
+    (workers are daemon threads; the process does not wait for them)."""
 
     def __init__(self) -> None:
         self.cancel = threading.Event()
         self.lock = threading.RLock()  # reentrant: a signal may interrupt the main thread in it
+        self.idle = threading.Condition(self.lock)
         self.parts: set[Path] = set()
-        self.closed = False
+        self.calls = 0  # pooch calls under way
 
-    def new_part(self, root: Path, rel: str) -> tuple[int, Path]:
-        target = root / rel
-        self._inside(root, rel)  # before mkdir, which would follow a link out
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._inside(root, rel)
+    def own(self, part: str | Path) -> None:
+        """Called by each downloader first, with the file it is given to write."""
         with self.lock:
-            if self.closed:
+            if self.cancel.is_set():  # closed: take no new file (pooch deletes this one)
                 raise Cancelled
-            prefix = f".{target.name}."
-            fd, name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=PART_SUFFIX)
-            self.parts.add(Path(name))
-        return fd, Path(name)
+            self.parts.add(Path(part))
 
-    @staticmethod
-    def _inside(root: Path, rel: str) -> None:
-        parent = (root / rel).parent
-        if not parent.resolve().is_relative_to(root.resolve()):
-            raise FetchError(rel, f"refused: {parent} leads out of {root} (a symlink)")
-
-    def drop_part(self, part: Path) -> None:
+    def fetch(self, store: pooch.Pooch, name: str, downloader: Callable, **kw: Any) -> None:
+        """store.fetch, counted: close() waits for it (pooch makes its temporary file before
+        the downloader can own it)."""
         with self.lock:
-            self.parts.discard(part)
-            part.unlink(missing_ok=True)
+            if self.cancel.is_set():
+                raise Cancelled
+            self.calls += 1
+        try:
+            store.fetch(name, downloader=downloader, **kw)
+        except Transient as exc:  # what pooch re-raises after its last try
+            if (tries := store.retry_if_failed + 1) > 1:
+                raise FetchError(exc.path, f"{exc.problem}; gave up after {tries} tries") from None
+            raise
+        finally:
+            with self.lock:
+                self.calls -= 1
+                self.idle.notify_all()
 
     def close(self) -> None:
         with self.lock:
-            self.closed = True
             self.cancel.set()
-            for part in self.parts:
-                part.unlink(missing_ok=True)
-            self.parts.clear()
+            try:  # a signal may end the wait: the parts go all the same
+                self.idle.wait_for(lambda: self.calls == 0, timeout=CLOSE_GRACE_S)
+            finally:
+                for part in self.parts:
+                    part.unlink(missing_ok=True)  # renamed into place by now, or a part
+                self.parts.clear()
 
 
 @dataclass(eq=False)
@@ -320,62 +354,13 @@ class Transfer:
     abandoned: bool = False  # the main thread gave up on it (deadline, Ctrl-C)
 
     def check(self) -> None:
-        """Called between chunks and tries: stop here if the run no longer wants this."""
+        """Called between chunks: stop here if the run no longer wants this."""
         if self.abandoned or self.run.cancel.is_set():
             raise Cancelled
 
 
-# --------------------------------------------------------------------------- writing files
-
-
-def install_stream(
-    root: Path,
-    entry: FileEntry,
-    chunks: Iterable[bytes],
-    origin: str,
-    transfer: Transfer,
-    *,
-    expect: int | None = None,
-    too_big: str = "",
-) -> None:
-    """Write ``chunks`` beside ``root/entry.path``, verify size and sha256, then rename it in.
-
-    ``origin`` names the source in messages ("in mirror X", "from URL"). ``expect`` is the
-    length the sender announced, if any: a shorter stream is a truncated transfer (retryable).
-    More bytes than the manifest lists end it with ``too_big`` (the chunks should stop at one
-    byte more than that).
-    """
-    target = root / entry.path
-    fd, part = transfer.run.new_part(root, entry.path)
-    try:
-        digest = hashlib.sha256()
-        size = 0
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > entry.size:
-                    raise FetchError(entry.path, too_big)
-                f.write(chunk)
-                digest.update(chunk)
-        if size < entry.size or (expect is not None and size < expect):
-            want = max(entry.size, expect or 0)
-            raise FetchError(
-                entry.path, f"truncated {origin} (got {size} of {want} bytes)", transient=True
-            )
-        got = digest.hexdigest()
-        if got != entry.sha256:
-            raise FetchError(
-                entry.path, f"sha256 mismatch {origin} (expected {entry.sha256}, got {got})"
-            )
-        os.chmod(part, 0o644)  # mkstemp makes 0600; data files are plain readable files
-        transfer.check()  # not after the main thread gave up on it (deadline, Ctrl-C)
-        os.replace(part, target)  # atomic: the real name only ever holds a verified file
-    finally:
-        transfer.run.drop_part(part)
-
-
-def install_bytes(root: Path, entry: FileEntry, data: bytes, origin: str, run: Run) -> None:
-    install_stream(root, entry, [data], origin, Transfer(entry.path, 0.0, run))
+def is_part(path: Path) -> bool:
+    return path.name.endswith(PART_SUFFIX) or POOCH_TEMP.fullmatch(path.name) is not None
 
 
 def remove_stale_parts(root: Path) -> None:
@@ -383,152 +368,122 @@ def remove_stale_parts(root: Path) -> None:
     if not root.is_dir():
         return
     now = time.time()
-    for part in root.rglob(f"*{PART_SUFFIX}"):
+    for part in filter(is_part, root.rglob("*")):
         try:
-            if now - part.stat().st_mtime > STALE_PART_AGE_S:
+            if part.is_file() and now - part.stat().st_mtime > STALE_PART_AGE_S:
                 part.unlink()
         except FileNotFoundError:
             pass
 
 
-# --------------------------------------------------------------------------- sources
+def prepare(root: Path, rel: str) -> None:
+    """Make the folder of ``root/rel``, refusing one that leads out of ``root`` (a symlink in
+    data/): checked before mkdir, which would follow the link, and after."""
+    parent = (root / rel).parent
+    for make in (True, False):
+        if not parent.resolve().is_relative_to(root.resolve()):
+            raise FetchError(rel, f"refused: {parent} leads out of {root} (a symlink)")
+        if make:
+            parent.mkdir(parents=True, exist_ok=True)
 
 
-def copy_from_mirror(root: Path, entry: FileEntry, mirror: Path, transfer: Transfer) -> None:
-    src = mirror / entry.path
-    if not src.is_file():
-        raise FetchError(entry.path, f"missing from mirror {mirror} (try --download)")
-
-    def chunks() -> Iterator[bytes]:
-        with src.open("rb") as f:
-            left = entry.size + 1  # one byte more tells a larger file
-            while left > 0 and (chunk := f.read(min(CHUNK, left))):
-                transfer.check()
-                left -= len(chunk)
-                yield chunk
-
-    big = f"file in mirror {mirror} is larger than the {entry.size} bytes the manifest lists"
-    install_stream(root, entry, chunks(), f"in mirror {mirror}", transfer, too_big=big)
+# --------------------------------------------------------------------------- downloaders
+# pooch calls a downloader as downloader(url, output_file, pooch) with a temporary file to fill;
+# it then checks the registry's sha256 and renames the file into place, or deletes it.
 
 
-def _http_chunks(
-    url: str, timeout: float, length: list[int | None], limit: int, transfer: Transfer
-) -> Iterator[bytes]:
-    """The body of ``url``, at most ``limit`` bytes, each chunk what one socket read gave
-    (read1), so that the transfer's checks run even when a server sends a byte at a time."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        header = response.headers.get("Content-Length")
-        length[0] = int(header) if header and header.isdigit() else None
-        while limit > 0:
-            transfer.check()
-            chunk = response.read1(min(CHUNK, limit))
-            if not chunk:
-                return
-            limit -= len(chunk)
-            yield chunk
+@dataclass
+class Downloader:
+    """The pooch downloaders of one file or archive: ``copy`` (from the mirror) and ``http``.
+    Each is called as ``d(url, output_file, pooch)`` with pooch's temporary file to fill; it
+    takes at most ``cap`` bytes and at least ``size`` (a manifest file: its exact size, and
+    ``sha256``; an archive: its cap only), and stops between reads when the transfer is no
+    longer wanted (a deadline, Ctrl-C)."""
 
+    transfer: Transfer
+    cap: int
+    size: int | None = None
+    sha256: str | None = None
+    timeout: float = 60.0
+    mirror: Path | None = None
+    listed: bool = True  # the cap is the manifest's size (else ARCHIVE_CAP)
 
-def _network_problem(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    def _limit(self) -> str:
+        if self.listed:
+            return f"the {self.cap} bytes the manifest lists"
+        return f"the archive cap of {self.cap} bytes"
 
+    def copy(self, url: str, out: str, _pooch: object) -> None:
+        """From the mirror: the "URL" is the file's path there."""
+        self.transfer.run.own(out)
+        if not Path(url).is_file():
+            problem = f"missing from mirror {self.mirror} (try --download)"
+            raise FetchError(self.transfer.what, problem)
+        with open(url, "rb") as f:
+            big = f"file in mirror {self.mirror} is larger than {self._limit()}"
+            self._write(out, f.read, f"in mirror {self.mirror}", big, self.size)
 
-def with_retries(source: Source, transfer: Transfer, url: str, attempt: Callable[[], None]) -> None:
-    """Run ``attempt``; retry network errors and truncated transfers, then give up in one line."""
-    what = transfer.what
-    last: FetchError | None = None
-    for n in range(max(1, source.retries)):
-        if n:
-            transfer.run.cancel.wait(source.retry_delay * n)
-        transfer.check()
+    def http(self, url: str, out: str, _pooch: object) -> None:
+        self.transfer.run.own(out)
+        what, failed = self.transfer.what, f"download failed from {url}"
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
-            attempt()
-            return
-        except FetchError as exc:
-            if not exc.transient:
-                raise
-            last = exc
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                header = response.headers.get("Content-Length")
+                length = int(header) if header and header.isdigit() else 0
+                big = f"server sent more than {self._limit()} (from {url})"
+                expect = max(self.size or 0, length) or None
+                # read1: one socket read at most, so the checks run even against a trickle
+                self._write(out, response.read1, f"download from {url}", big, expect)
+        except (FetchError, Cancelled):  # before OSError: a Transient is one too
+            raise
         except urllib.error.HTTPError as exc:
-            problem = f"download failed from {url}: {_network_problem(exc)}"
+            problem = f"{failed}: HTTP {exc.code} {exc.reason}"
             if exc.code in (401, 403, 404, 410):  # will not change on a retry
                 raise FetchError(what, problem) from None
-            last = FetchError(what, problem, transient=True)
+            raise Transient(what, problem) from None
+        except urllib.error.URLError as exc:
+            raise Transient(what, f"{failed}: {exc.reason}") from None
         except ValueError as exc:  # a malformed URL, e.g. a bad --rewrite
             raise FetchError(what, f"cannot download {url}: {exc}") from None
-        except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, IncompleteRead
-            last = FetchError(
-                what, f"download failed from {url}: {_network_problem(exc)}", transient=True
-            )
-    assert last is not None
-    if source.retries > 1:
-        raise FetchError(last.path, f"{last.problem}; gave up after {source.retries} tries")
-    raise last
+        except (OSError, HTTPException) as exc:  # timeouts, resets, IncompleteRead
+            name = type(exc).__name__
+            raise Transient(what, f"{failed}: {name}: {exc}" if str(exc) else name) from None
 
-
-def download_raw(root: Path, entry: FileEntry, source: Source, transfer: Transfer) -> None:
-    assert entry.url is not None
-    url = source.rewrite(entry.url)
-    big = f"server sent more than the {entry.size} bytes the manifest lists (from {url})"
-
-    def attempt() -> None:
-        length: list[int | None] = [None]
-        chunks = _http_chunks(url, source.timeout, length, entry.size + 1, transfer)
-        try:
-            # Pull the first chunk so the announced length is known before the size is judged.
-            first = next(chunks, b"")
-            origin = f"download from {url}"
-            stream = _chain(first, chunks)
-            install_stream(root, entry, stream, origin, transfer, expect=length[0], too_big=big)
-        finally:
-            chunks.close()  # closes the connection even when install_stream gave up early
-
-    with_retries(source, transfer, url, attempt)
-
-
-def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
-
-
-def download_archive(
-    url: str, into: Path, cap: int, exact: bool, source: Source, transfer: Transfer
-) -> Path:
-    """Download ``url`` (at most ``cap`` bytes; ``exact``: the manifest's size of it) to a
-    temporary file under ``into``; the caller deletes it (transfer.run.drop_part)."""
-    what = transfer.what
-    fd, part = transfer.run.new_part(into, "archive")
-    os.close(fd)
-    if exact:
-        big = f"server sent more than the {cap} bytes the manifest lists (from {url})"
-    else:
-        big = f"server sent more than the archive cap of {cap} bytes (from {url})"
-
-    def attempt() -> None:
-        length: list[int | None] = [None]
-        size = 0
-        with part.open("wb") as f:
-            for chunk in _http_chunks(url, source.timeout, length, cap + 1, transfer):
+    def _write(
+        self, out: str, read: Callable[[int], bytes], origin: str, big: str, expect: int | None
+    ) -> None:
+        """Fill ``out`` from ``read(n)``: more than ``cap`` bytes is ``big`` (the reads stop at
+        one byte more), fewer than ``expect`` a truncated transfer (Transient: pooch retries
+        it), other bytes than ``sha256`` an error at once (not retried)."""
+        what, digest, size = self.transfer.what, hashlib.sha256(), 0
+        with open(out, "wb") as f:
+            while True:
+                self.transfer.check()
+                if not (chunk := read(min(CHUNK, self.cap + 1 - size))):
+                    break
                 size += len(chunk)
-                if size > cap:
+                if size > self.cap:
                     raise FetchError(what, big)
                 f.write(chunk)
-        if length[0] is not None and size < length[0]:
-            raise FetchError(
-                what,
-                f"truncated download from {url} (got {size} of {length[0]} bytes)",
-                transient=True,
-            )
+                digest.update(chunk)
+        if expect is not None and size < expect:
+            raise Transient(what, f"truncated {origin} (got {size} of {expect} bytes)")
+        if self.sha256 is not None and (got := digest.hexdigest()) != self.sha256:
+            raise FetchError(what, f"sha256 mismatch {origin} (expected {self.sha256}, got {got})")
+        os.chmod(out, 0o644)  # tempfile makes 0600; data files are plain readable files
+        self.transfer.check()  # not after the main thread gave up on it (deadline, Ctrl-C)
 
-    try:
-        with_retries(source, transfer, url, attempt)
-    except BaseException:
-        transfer.run.drop_part(part)
-        raise
-    return part
+
+def write_bytes(transfer: Transfer, data: bytes) -> Callable:
+    """A pooch downloader that writes ``data`` (a rebuilt file)."""
+
+    def put(_url: str, out: str, _pooch: object) -> None:
+        transfer.run.own(out)
+        Path(out).write_bytes(data)
+        os.chmod(out, 0o644)
+
+    return put
 
 
 # --------------------------------------------------------------------------- derived sets
@@ -653,59 +608,69 @@ TRANSFORMS: dict[str, Callable[[tarfile.TarFile, Sequence[FileEntry]], Rebuilt]]
 }
 
 
-def rebuild_derived(
-    root: Path,
-    dset: DerivedSet,
-    wanted: Sequence[FileEntry],
-    source: Source,
-    bar: Any,
-    run: Run,
-) -> list[FetchError]:
-    """Download the set's archive, rebuild ``wanted`` from it; one error per file that fails."""
-    transform = TRANSFORMS.get(dset.transform)
-    if transform is None:
-        return [FetchError(dset.dir, f"unknown transform_id {dset.transform!r}")]
-    url = source.rewrite(dset.archive)
-    cap = dset.archive_bytes or ARCHIVE_CAP
-    archives: list[Path] = []
+@dataclass
+class Rebuild:
+    """A derived set's task: download its archive (at most its ``archive_bytes``, else
+    ARCHIVE_CAP) and, as pooch's processor on it, rebuild ``wanted`` by the set's transform,
+    install each file that matches the manifest through ``store`` (checked and renamed into
+    place by pooch), then delete the archive. ``errors``: one per file that failed."""
 
-    def download(transfer: Transfer) -> None:
-        exact = dset.archive_bytes is not None
-        archives.append(download_archive(url, root, cap, exact, source, transfer))
+    store: pooch.Pooch
+    root: Path
+    dset: DerivedSet
+    wanted: Sequence[FileEntry]
+    source: Source
+    bar: Any
+    errors: list[FetchError] = field(default_factory=list)
+    transfer: Transfer = field(init=False)  # set by work(), in the worker thread
+    url: str = field(init=False)
 
-    failed = run_transfers(run, [(dset.dir, source.deadline_for(cap), download)], 1, None)
-    if failed or not archives:
-        return failed
-    archive = archives[0]
-    errors: list[FetchError] = []
-    done: set[str] = set()
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for entry, data in transform(tar, wanted):
-                done.add(entry.path)
-                got = hashlib.sha256(data).hexdigest()
-                if got == entry.sha256 and len(data) == entry.size:
-                    install_bytes(root, entry, data, f"after rebuild from {url}", run)
-                else:
-                    # Not written: the rebuild is deterministic only for the same OpenCV
-                    # (libjpeg) and zlib builds as the ones that made the manifest.
-                    errors.append(
-                        FetchError(
-                            entry.path,
-                            f"rebuilt from {url}, but sha256 mismatch (expected {entry.sha256},"
-                            f" got {got}; other OpenCV/libjpeg/zlib build?)",
-                        )
-                    )
-                bar.update(1)
-    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, FetchError) as exc:
-        # A broken archive (or undecodable member) fails the whole set in one line.
-        return [*errors, FetchError(dset.dir, f"cannot rebuild from {url}: {exc}")]
-    finally:
-        run.drop_part(archive)
-    missing = [e for e in wanted if e.path not in done]
-    return errors + [
-        FetchError(e.path, f"member {e.member} not found in archive {url}") for e in missing
-    ]
+    def task(self) -> Task:
+        cap = self.dset.archive_bytes or ARCHIVE_CAP
+        return self.dset.dir, self.source.deadline_for(cap), self.work
+
+    def work(self, transfer: Transfer) -> None:
+        self.transfer, self.url = transfer, self.source.rewrite(self.dset.archive)
+        cap, listed = self.dset.archive_bytes or ARCHIVE_CAP, bool(self.dset.archive_bytes)
+        get = Downloader(transfer, cap, listed=listed, timeout=self.source.timeout)
+        transfer.run.fetch(self.store, archive_name(self.dset), get.http, processor=self)
+
+    def __call__(self, fname: str, _action: str, _pooch: object) -> str:
+        self.transfer.run.own(fname)
+        done: set[str] = set()
+        try:
+            with tarfile.open(fname, "r:*") as tar:
+                for entry, data in TRANSFORMS[self.dset.transform](tar, self.wanted):
+                    self.transfer.check()
+                    done.add(entry.path)
+                    self._install(entry, data)
+                    self.bar.update(1)
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, FetchError) as exc:
+            # A broken archive (or undecodable member) fails the whole set in one line.
+            self.errors.append(FetchError(self.dset.dir, f"cannot rebuild from {self.url}: {exc}"))
+            return fname
+        finally:
+            Path(fname).unlink(missing_ok=True)
+        self.errors += [
+            FetchError(e.path, f"member {e.member} not found in archive {self.url}")
+            for e in self.wanted
+            if e.path not in done
+        ]
+        return fname
+
+    def _install(self, entry: FileEntry, data: bytes) -> None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != entry.sha256 or len(data) != entry.size:
+            # Not written: the rebuild is deterministic only for the same OpenCV (libjpeg) and
+            # zlib builds as the ones that made the manifest.
+            problem = (
+                f"rebuilt from {self.url}, but sha256 mismatch (expected {entry.sha256},"
+                f" got {got}; other OpenCV/libjpeg/zlib build?)"
+            )
+            self.errors.append(FetchError(entry.path, problem))
+            return
+        prepare(self.root, entry.path)
+        self.transfer.run.fetch(self.store, entry.path, write_bytes(self.transfer, data))
 
 
 # --------------------------------------------------------------------------- driver
@@ -726,41 +691,47 @@ def fetch(manifest: Manifest, root: Path, source: Source, jobs: int = 8) -> list
 def _fetch(manifest: Manifest, root: Path, source: Source, jobs: int, run: Run) -> list[FetchError]:
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(root)
-    files = manifest.all_files()
-    todo = []
-    for entry in tqdm(files, desc="verify", unit="file", disable=None, leave=False):
-        problem = verify_file(root, entry)
-        if problem is not None:
-            if problem != "missing":
-                print(f"{PROG}: {entry.path}: {problem}; fetching it again", file=sys.stderr)
-            todo.append(entry)
-    if not todo:
+    bad = check(manifest, root, "verify")
+    for exc in bad:
+        if exc.problem != "missing":
+            print(f"{PROG}: {exc}; fetching it again", file=sys.stderr)
+    needed = {exc.path for exc in bad}
+    if not needed:
         return []
-    needed = {e.path for e in todo}
+    todo = [e for e in manifest.all_files() if e.path in needed]
+    store = make_store(root, manifest, source)
     errors: list[FetchError] = []
     with tqdm(
         total=len(todo), desc=f"fetch ({source.describe()})", unit="file", disable=None
     ) as bar:
-        # The mirror holds the derived files ready-made: they are plain copies there.
         singles = todo if source.mirror else [e for e in todo if e.url is not None]
-        errors += run_transfers(run, [_single(root, e, source) for e in singles], jobs, bar)
-        if not source.mirror and not errors:
-            for dset in manifest.derived:
-                wanted = [e for e in dset.files if e.path in needed]
-                if wanted:
-                    errors += rebuild_derived(root, dset, wanted, source, bar, run)
+        tasks = [_single(store, root, e, source) for e in singles]
+        errors += run_transfers(run, tasks, jobs, bar)
+        if source.mirror or errors:
+            return errors
+        for dset in manifest.derived:  # one after the other: one line per failed set
+            wanted = [e for e in dset.files if e.path in needed]
+            if not wanted:
+                continue
+            if dset.transform not in TRANSFORMS:
+                errors.append(FetchError(dset.dir, f"unknown transform_id {dset.transform!r}"))
+                continue
+            rebuild = Rebuild(store, root, dset, wanted, source, bar)
+            errors += run_transfers(run, [rebuild.task()], 1, None)
+            errors += rebuild.errors
     return errors
 
 
 Task = tuple[str, float, Callable[[Transfer], None]]  # what, deadline in seconds, the work
 
 
-def _single(root: Path, entry: FileEntry, source: Source) -> Task:
+def _single(store: pooch.Pooch, root: Path, entry: FileEntry, source: Source) -> Task:
     def work(transfer: Transfer) -> None:
-        if source.mirror is not None:
-            copy_from_mirror(root, entry, source.mirror, transfer)
-        else:
-            download_raw(root, entry, source, transfer)
+        prepare(root, entry.path)  # pooch would make the folder too, through a symlink
+        get = Downloader(
+            transfer, entry.size, entry.size, entry.sha256, source.timeout, source.mirror
+        )
+        transfer.run.fetch(store, entry.path, get.copy if source.mirror else get.http)
 
     return entry.path, source.deadline_for(entry.size), work
 
@@ -837,22 +808,17 @@ def _as_error(transfer: Transfer, outcome: BaseException | None) -> FetchError |
     return FetchError(transfer.what, f"unexpected {type(outcome).__name__}: {outcome}")
 
 
-def check(manifest: Manifest, root: Path) -> list[FetchError]:
-    errors = []
-    for entry in tqdm(manifest.all_files(), desc="check", unit="file", disable=None, leave=False):
-        problem = verify_file(root, entry)
-        if problem is not None:
-            errors.append(FetchError(entry.path, problem))
-    return errors
+def check(manifest: Manifest, root: Path, desc: str = "check") -> list[FetchError]:
+    """One FetchError per manifest file that is not right in ``root`` (its problem)."""
+    entries = tqdm(manifest.all_files(), desc=desc, unit="file", disable=None, leave=False)
+    return [FetchError(e.path, p) for e in entries if (p := verify_file(root, e)) is not None]
 
 
 def pick_source(args: argparse.Namespace) -> Source:
-    rewrite = UrlRewriter.parse(args.rewrite)
     common: dict[str, Any] = {
-        "rewrite": rewrite,
+        "rewrite": UrlRewriter.parse(args.rewrite),
         "retries": args.retries,
         "timeout": args.timeout,
-        "retry_delay": RETRY_DELAY_S,
         "deadline": args.deadline,
     }
     if args.download:
