@@ -7,16 +7,17 @@ Sources, first that applies:
   3. the upstream URLs of the manifest (raw files are downloaded byte for byte; the two derived
      sets are rebuilt from their upstream archive by the manifest's transform).
 
-The manifest is a pooch registry (file -> sha256 and URL): pooch checks the files already
-there, writes each new one to a temporary file beside its target, checks its sha256 and renames
-it into place, retries failed downloads and runs the derived sets' rebuild as a processor on
-their archive. What pooch's own downloader lacks is done by the two downloaders here (a mirror
-copy and an HTTP download): no download can fill the disk or hang. Each stops at the size the
-manifest lists for the file (archives: at a stated cap), each file has an overall deadline
-(``--deadline``, default from its size) that holds even against a server trickling bytes,
-Ctrl-C or SIGTERM stop the run within a second (exit status 130 / 143), and temporary files are
-removed on every exit path. Manifest paths that would leave the data folder are refused.
-Problems are reported as one line per file (``fetch_data: error: PATH: PROBLEM``), exit status 1.
+Every file is checked first (size, then sha256). The manifest is a pooch registry (file ->
+sha256 and URL): for each file missing or wrong, pooch writes a temporary file beside its
+target, checks its sha256 and renames it into place, retries failed downloads and runs the
+derived sets' rebuild as a processor on their archive. What pooch's own downloader lacks is
+done by the two downloaders here (a mirror copy and an HTTP download): no download can fill the
+disk or hang. Each stops at the size the manifest lists for the file (archives: at a stated
+cap), each file has an overall deadline (``--deadline``, default from its size) that holds even
+against a server trickling bytes, Ctrl-C or SIGTERM stop the run within a second (exit status
+130 / 143), and temporary files are removed on every exit path. Manifest paths that would
+leave the data folder are refused. Problems are reported as one line per file
+(``fetch_data: error: PATH: PROBLEM``), exit status 1.
 
 ``--check`` only verifies what is there. ``--rewrite FROM=TO`` maps URL prefixes (tests point
 the real URLs at a local server with it).
