@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from sw.accel_config import AccelConfig
+from sw.contract.config import AccelConfig
 
 
 def _log2(x: int) -> int:

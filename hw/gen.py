@@ -16,7 +16,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from hw.top import Pow2DetAccel
-from sw.accel_config import DEFAULT_CONFIG, AccelConfig
+from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 
 
 def config_from_args(sets: list[str]) -> AccelConfig:

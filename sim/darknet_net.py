@@ -25,8 +25,8 @@ from models.darknet import (
 )
 from sim.ddr import add_descriptor, choose_strip, conv_descriptor
 from sim.reference.randnet import random_add, random_conv
-from sw.accel_config import AccelConfig
 from sw.artifact import Artifact, Node, Output, Quant
+from sw.contract.config import AccelConfig
 
 
 def random_artifact_from_cfg(

@@ -15,8 +15,8 @@ from sim.reference import layout
 from sw.artifact import Node, Quant
 from sw.contract.buffers import bank_words
 from sw.contract.config import AccelConfig
+from sw.contract.descriptor import OP_ADD, OP_DENSE, OP_DEPTHWISE, WEIGHT_FORMAT_CODES, Descriptor
 from sw.contract.layout import align, groups
-from sw.descriptors import OP_ADD, OP_DENSE, OP_DEPTHWISE, WEIGHT_FORMAT_CODES, Descriptor
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from cocotb_tools.runner import get_results, get_runner
 
 from hw.gen import generate
-from sw.accel_config import DEFAULT_CONFIG, AccelConfig
+from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build" / "rtl_sim"

@@ -36,23 +36,20 @@ from sim.ddr import (
 )
 from sim.reference import layout, network
 from sim.reference.randnet import random_add, random_conv, random_network, random_quant
-from sw.accel_config import DEFAULT_CONFIG
 from sw.artifact import Node, Quant
 from sw.contract import cycles as cycle_model
+from sw.contract.config import DEFAULT_CONFIG
+from sw.contract.descriptor import Descriptor, pack_program
 from sw.contract.registers import (
+    ACCEL_ID,
     ERR_BUFFER,
     ERR_OPCODE,
     ERR_SHAPE,
     ERR_SIZES,
     ERR_STRIP,
     INTERFACE_VERSION,
-    REG_CONFIG2,
-    config_registers,
-    decode_config,
-)
-from sw.descriptors import (
-    ACCEL_ID,
     REG_CONFIG,
+    REG_CONFIG2,
     REG_CTRL,
     REG_DESC_ADDR,
     REG_DESC_COUNT,
@@ -69,8 +66,8 @@ from sw.descriptors import (
     STATUS_BUSY,
     STATUS_DONE,
     STATUS_ERROR,
-    Descriptor,
-    pack_program,
+    config_registers,
+    decode_config,
 )
 
 CFG = DEFAULT_CONFIG

@@ -181,3 +181,24 @@ def test_contract_imports_only_numpy_and_the_standard_library() -> None:
 @pytest.mark.parametrize("name", [r.name for r in REGISTERS])
 def test_register_constants_name_the_table(name: str) -> None:
     assert getattr(registers, f"REG_{name}") == registers.BY_NAME[name].offset
+
+
+def _imports(path: Path) -> list[str]:
+    mods = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            mods.append(node.module)
+        elif isinstance(node, ast.Import):
+            mods += [a.name for a in node.names]
+    return mods
+
+
+def test_hw_reads_only_the_contract_of_sw() -> None:
+    """The RTL takes its parameters from sw.contract alone, never from the runtime."""
+    wrong = [
+        f"{path.relative_to(REPO)}: {mod}"
+        for path in sorted((REPO / "hw").glob("*.py"))
+        for mod in _imports(path)
+        if mod.split(".")[0] == "sw" and not mod.startswith("sw.contract")
+    ]
+    assert not wrong, "hw/ imports sw/ outside sw.contract: " + ", ".join(wrong)
