@@ -28,17 +28,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from models.darknet import Darknet
-from quant.calibrate import build
-from quant.cli import (
-    calibrate_and_reconstruct,
-    checkpoint_failure,
-    checkpoint_path,
-    common_parser,
-    finish,
-    load_checkpoint,
-    load_plain,
-)
+from quant.checkpoint import checkpoint_failure, load_checkpoint, load_plain
+from quant.cli import calibrate_and_reconstruct, checkpoint_path, common_parser, finish
 from quant.qat import TensorSampler, add_training_args, distill
+from quant.zoo import build
 
 
 def bn_statistics_loss(model: Darknet, x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from quant.cli import load_plain  # noqa: E402
+from quant.checkpoint import load_plain  # noqa: E402
 
 
 def moving_average(x: np.ndarray, n: int) -> np.ndarray:

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from quant.calibrate import build
 from quant.cli import calibrate_and_reconstruct, common_parser, finish
 from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
+from quant.zoo import build
 
 
 def main(argv: list[str] | None = None) -> None:

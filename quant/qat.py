@@ -47,18 +47,14 @@ from tqdm import tqdm
 
 from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
-from quant.calibrate import build, calibrate_activations, equalize_activations
-from quant.cli import (
-    checkpoint_path,
-    common_parser,
-    finish,
-    load_checkpoint,
-    load_plain,
-    save_checkpoint,
-)
+from quant.calibrate import calibrate_activations
+from quant.checkpoint import load_checkpoint, load_plain, save_checkpoint
+from quant.cli import checkpoint_path, common_parser, finish
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
+from quant.equalize import equalize_activations
 from quant.model import LayerFormat, QuantDetector
 from quant.yolo_loss import VocTrainSet, yolo_v3_loss
+from quant.zoo import build
 
 
 class Distill(nn.Module):
@@ -150,7 +146,7 @@ def add_training_args(
     ap.add_argument("--equalize-acts", action="store_true",
                     help="when activations are switched on, first equalize the output-channel "
                     "ranges of every conv feeding a depthwise conv (exact; "
-                    "quant.calibrate.equalize_activations)")  # fmt: skip
+                    "quant.equalize.equalize_activations)")  # fmt: skip
     ap.add_argument("--ckpt-every", type=int, default=50)
 
 

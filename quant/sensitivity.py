@@ -10,7 +10,7 @@ activation tensor quantized, and with each tensor alone quantized (the ranking s
 tensors to fix, e.g. by --equalize-acts or by keeping them at 8 bits). --map also measures the
 VOC-sample mAP with the weights fake-quantized and activations in float, and with both
 quantized, which splits the gap to the float model into its weight and activation parts.
---equalize-acts first applies quant.calibrate.equalize_activations and re-calibrates the
+--equalize-acts first applies quant.equalize.equalize_activations and re-calibrates the
 ranges, to see what it would buy.
 """
 
@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from quant.calibrate import MODELS, build, calibrate_activations, equalize_activations
-from quant.cli import load_checkpoint
+from quant.calibrate import calibrate_activations
+from quant.checkpoint import load_checkpoint
 from quant.data import letterbox_batch, unlabeled_images
+from quant.equalize import equalize_activations
 from quant.model import QuantDetector
+from quant.zoo import MODELS, build
 
 
 @dataclass

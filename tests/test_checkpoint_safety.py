@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.paths import data_dir
-from quant import cli
+from quant import checkpoint
 
 torch.set_num_threads(1)
 
@@ -106,7 +106,7 @@ def test_qat_init_refuses_a_crafted_checkpoint(
 def test_resume_refuses_a_crafted_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The resume path of quant.cli (load_checkpoint), through quant.ptq and quant.qat: the
+    """The resume path of quant.checkpoint (load_checkpoint), through quant.ptq and quant.qat: the
     crafted file sits where the command's own checkpoint would be."""
     from quant import ptq, qat
 
@@ -142,7 +142,7 @@ def test_damaged_and_foreign_files_fail_in_one_line(
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(SystemExit) as exc:
-        cli.load_plain(garbage)
+        checkpoint.load_plain(garbage)
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {garbage}: not a checkpoint this tool can load safely (")
@@ -150,13 +150,13 @@ def test_damaged_and_foreign_files_fail_in_one_line(
     no_model = tmp_path / "no-model.pt"
     torch.save({"losses": [1.0]}, no_model)
     with pytest.raises(SystemExit) as exc:
-        cli.load_checkpoint(no_model, nn.Linear(1, 1))  # type: ignore[arg-type]
+        checkpoint.load_checkpoint(no_model, nn.Linear(1, 1))  # type: ignore[arg-type]
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"error: {no_model}: not a checkpoint of quant.ptq/qat/datafree (no model state)"
 
     with pytest.raises(SystemExit) as exc:
-        cli.load_plain(tmp_path / "absent.pt")
+        checkpoint.load_plain(tmp_path / "absent.pt")
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'absent.pt'}: no such checkpoint"
 
@@ -178,12 +178,12 @@ def test_what_the_commands_write_loads_with_weights_only(tmp_path: Path) -> None
     state = {"done": 3, "log": [{"node": "conv0", "mse_before": 0.5, "mse_after": 0.25}]}
     extra = {"step": 1, "opt": opt.state_dict(), "sched": sched.state_dict(), "losses": [0.5],
              "state": state}  # fmt: skip
-    cli.save_checkpoint(path, model, extra)  # type: ignore[arg-type]
+    checkpoint.save_checkpoint(path, model, extra)  # type: ignore[arg-type]
     torch.load(path, weights_only=True)  # no error: plain types only
 
     fresh = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     fresh.invalidate = lambda: None  # type: ignore[attr-defined]  # QuantDetector's cache hook
-    ck = cli.load_checkpoint(path, fresh)  # type: ignore[arg-type]
+    ck = checkpoint.load_checkpoint(path, fresh)  # type: ignore[arg-type]
     assert ck is not None and ck["step"] == 1 and ck["state"] == state
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -63,11 +63,12 @@ needs_data = pytest.mark.skipif(
 def test_detect_fns_on_a_real_image(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import cv2
 
-    from quant.calibrate import calibrate_activations, load_darknet, voc_names
+    from quant.calibrate import calibrate_activations
     from quant.data import letterbox_batch, unlabeled_images
     from quant.export import export
     from quant.integer import integer_runner
     from quant.model import LayerFormat, QuantDetector
+    from quant.zoo import load_darknet, voc_names
 
     img_path = sorted((data_dir() / "voc2012-sample" / "JPEGImages").glob("*.jpg"))[0]
     img = cv2.imread(str(img_path))

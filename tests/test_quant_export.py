@@ -15,11 +15,12 @@ import torch
 
 from models.darknet import Darknet, parse_cfg_text
 from models.paths import data_dir
-from quant.calibrate import calibrate_activations, load_darknet, voc_names
+from quant.calibrate import calibrate_activations
 from quant.data import letterbox_batch, letterbox_codes, unlabeled_images
 from quant.export import export, forward_int_codes, to_artifact
 from quant.integer import detector_from_artifact
 from quant.model import LayerFormat, QuantDetector
+from quant.zoo import load_darknet, voc_names
 from sim.reference.network import run_network
 from sw import artifact as artmod
 
@@ -219,7 +220,7 @@ def test_to_artifact_respects_size() -> None:
 
 @needs_data
 def test_equalization_preserves_the_float_function() -> None:
-    from quant.calibrate import equalize_depthwise
+    from quant.equalize import equalize_depthwise
 
     net = load_darknet("yolo-fastest-xl-voc")
     qdet = QuantDetector(net)

@@ -1,4 +1,4 @@
-"""quant.calibrate.equalize_activations: an exact reparametrization that balances the output
+"""quant.equalize.equalize_activations: an exact reparametrization that balances the output
 channels of every conv feeding a depthwise conv (Yolo-Fastest at 64x64, real images)."""
 
 from __future__ import annotations
@@ -7,15 +7,12 @@ import pytest
 import torch
 
 from models.paths import data_dir
-from quant.calibrate import (
-    _dense_to_depthwise_pairs,
-    build,
-    calibrate_activations,
-    equalize_activations,
-)
+from quant.calibrate import calibrate_activations
 from quant.data import letterbox_batch, unlabeled_images
+from quant.equalize import _dense_to_depthwise_pairs, equalize_activations
 from quant.model import QuantDetector
 from quant.sensitivity import activation_sensitivity
+from quant.zoo import build
 
 torch.set_num_threads(1)  # shared CI machine
 
