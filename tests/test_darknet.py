@@ -32,94 +32,8 @@ needs_data = pytest.mark.skipif(
     "(run the data fetcher or set POW2DET_DATA)",
 )
 
-# A small net exercising what the three real cfgs do not all cover: stride-2 and stride-1 even
-# (asymmetric padding) maxpools, `padding=` without `pad`, a shortcut with leaky activation, a
-# multi-input route referring back by absolute index, BN-free hidden conv.
-TINY_CFG = """
-[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-groups=8
-stride=1
-pad=1
-activation=relu
-
-[convolutional]
-filters=8
-size=1
-stride=1
-pad=0
-activation=linear
-
-[shortcut]
-from=-3
-activation=leaky
-
-[maxpool]
-size=5
-stride=1
-
-[route]
-layers=-1,-3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-padding=1
-activation=relu
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,1
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-filters=18
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0,1
-anchors=10,14,23,27,37,58
-classes=4
-num=3
-scale_x_y=1.05
-"""
+TINY_CFG_PATH = Path(__file__).parent / "data" / "tiny.cfg"
+TINY_CFG = TINY_CFG_PATH.read_text()
 
 
 def _write_random_weights(model: Darknet, path: Path, version: tuple[int, int]) -> None:
@@ -165,8 +79,7 @@ def _max_rel_err(ref: np.ndarray, out: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("version", [(0, 2), (0, 1)])  # `seen` as int64 / as int32
 def test_tiny_net_matches_opencv(tmp_path: Path, version: tuple[int, int]) -> None:
-    cfg_path, w_path = tmp_path / "tiny.cfg", tmp_path / "tiny.weights"
-    cfg_path.write_text(TINY_CFG)
+    cfg_path, w_path = TINY_CFG_PATH, tmp_path / "tiny.weights"
     cfg = parse_cfg(cfg_path)
     assert [s.out_shape for s in cfg.layers][-3:] == [(24, 32, 32), (18, 32, 32), (18, 32, 32)]
     model = Darknet(cfg, bn_eps=1e-6)

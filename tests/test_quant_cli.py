@@ -1,5 +1,5 @@
-"""The three commands end to end at toy sizes (seconds): they run, write a loadable artifact
-with provenance metadata, and resume from their checkpoints."""
+"""The quant commands end to end at toy sizes (seconds), one test each: they run, write a loadable
+artifact with provenance metadata, and resume from their checkpoints."""
 
 from __future__ import annotations
 
@@ -38,39 +38,64 @@ def test_ptq_command(tmp_path: Path) -> None:
     assert artmod.load(out).metadata["method"].startswith("ptq")
 
 
-def test_qat_and_datafree_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from quant import datafree, qat, sensitivity
+@pytest.fixture(scope="module")
+def qat_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short quant.qat run with 4-bit activations (shared: the sensitivity and continuation
+    tests start from its checkpoint); the artifact's path."""
+    from quant import qat
 
-    out = tmp_path / "q.npz"
+    out = tmp_path_factory.mktemp("qat") / "q.npz"
     qat.main(["--size", "64", "--out", str(out), "--steps", "2", "--batch", "2", "--crop", "64",
               "--images", "8", "--ckpt-every", "1", "--act-bits", "4", "--calib", "2"])  # fmt: skip
-    art = artmod.load(out)
+    return out
+
+
+def test_qat_command(qat_out: Path) -> None:
+    art = artmod.load(qat_out)
     assert art.node(art.nodes[0].name).quant.bits == 4
-    assert torch.load(Path(str(out) + ".ckpt.pt"), weights_only=True)["step"] == 2
-    # Where that model loses: per-tensor activation sensitivity of its checkpoint
+    assert torch.load(Path(str(qat_out) + ".ckpt.pt"), weights_only=True)["step"] == 2
+
+
+def test_sensitivity_command(
+    qat_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where that model loses: per-tensor activation sensitivity of its checkpoint."""
+    from quant import sensitivity
+
     png = tmp_path / "sens.png"
-    sensitivity.main(["--checkpoint", str(out) + ".ckpt.pt", "--act-bits", "4", "--images", "2",
-                      "--crop", "64", "--top", "3", "--plot", str(png)])  # fmt: skip
+    sensitivity.main(["--checkpoint", str(qat_out) + ".ckpt.pt", "--act-bits", "4", "--images",
+                      "2", "--crop", "64", "--top", "3", "--plot", str(png)])  # fmt: skip
     printed = capsys.readouterr().out
     assert "every activation quantized" in printed and printed.count("-bit [") == 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="does not fit yolo-fastest-xl-voc"):
-        sensitivity.main(["--checkpoint", str(out) + ".ckpt.pt", "--model", "yolo-fastest-xl-voc"])
-    # Continue from that run's weights with a fresh schedule (how long runs are extended).
+        sensitivity.main(["--checkpoint", str(qat_out) + ".ckpt.pt", "--model",
+                          "yolo-fastest-xl-voc"])  # fmt: skip
+
+
+def test_qat_continues_a_run(qat_out: Path, tmp_path: Path) -> None:
+    """Continue from that run's weights with a fresh schedule (how long runs are extended)."""
+    from quant import qat
+
     cont = tmp_path / "q2.npz"
     qat.main(["--size", "64", "--out", str(cont), "--steps", "2", "--batch", "2", "--crop", "64",
-              "--images", "8", "--act-bits", "4", "--init", str(out) + ".ckpt.pt",
+              "--images", "8", "--act-bits", "4", "--init", str(qat_out) + ".ckpt.pt",
               "--warmup", "2", "--weights-only-frac", "0", "--equalize-acts"])  # fmt: skip
     md = artmod.load(cont).metadata
-    assert md["init"] == str(out) + ".ckpt.pt" and "after 2 warm-up steps" in md["training"]
+    assert md["init"] == str(qat_out) + ".ckpt.pt" and "after 2 warm-up steps" in md["training"]
     assert md["equalize_acts"] is True
-    out2 = tmp_path / "d.npz"
-    datafree.main(["--size", "64", "--out", str(out2), "--images", "2", "--synth-size", "64",
+
+
+def test_datafree_command(tmp_path: Path) -> None:
+    from quant import datafree
+
+    out = tmp_path / "d.npz"
+    datafree.main(["--size", "64", "--out", str(out), "--images", "2", "--synth-size", "64",
                    "--synth-steps", "2", "--synth-batch", "2", "--iters", "1", "--steps", "2",
                    "--batch", "2", "--dw-format", "pow2"])  # fmt: skip
-    md = artmod.load(out2).metadata
+    md = artmod.load(out).metadata
     assert md["method"].startswith("datafree") and md["method"].endswith("distillation")
-    ft = torch.load(Path(str(out2) + ".ckpt.pt.ft.pt"), weights_only=True)
+    ft = torch.load(Path(str(out) + ".ckpt.pt.ft.pt"), weights_only=True)
     assert ft["step"] == 2 and len(ft["losses"]) == 2
 
 

@@ -36,80 +36,14 @@ needs_data = pytest.mark.skipif(
     reason="darknet weights / unlabeled images not found (run make data)",
 )
 
-TINY_CFG = """
-[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-groups=8
-stride=1
-pad=1
-activation=relu
-
-[convolutional]
-filters=8
-size=1
-stride=1
-pad=0
-activation=linear
-
-[shortcut]
-from=-3
-activation=relu
-
-[maxpool]
-size=5
-stride=1
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,-3
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-filters=18
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0,1
-anchors=10,14,23,27,37,58
-classes=4
-num=3
-scale_x_y=1.05
-"""
+# tests/data/tiny.cfg with its shortcut's leaky activation made relu: the contract's add applies
+# linear or relu only.
+TINY_CFG = (
+    (Path(__file__).parent / "data" / "tiny.cfg")
+    .read_text()
+    .replace("from=-3\nactivation=leaky", "from=-3\nactivation=relu", 1)
+)
+assert "from=-3\nactivation=relu" in TINY_CFG
 
 
 def _compare(qdet: QuantDetector, art: artmod.Artifact, codes: np.ndarray) -> None:
