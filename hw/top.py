@@ -44,14 +44,23 @@ from hw.params import ADD_CHUNK, BANKS, DW_TAPS, MAX_KERNEL, HwParams, check
 from hw.requant import CONST_BITS, ChannelConst, Eltwise, Requant
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 from sw.contract.descriptor import (
+    BINARY_BITS,
+    DENSE_WEIGHTS,
+    DEPTHWISE_WEIGHTS,
     DESCRIPTOR_BYTES,
+    DW_INT_BITS,
     FMT_BINARY,
     FMT_INT,
     FMT_POW2,
+    KERNELS,
     LAYOUT,
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
+    OUT_BITS_MAX,
+    OUT_BITS_MIN,
+    POW2_BITS,
+    STRIDES,
 )
 from sw.contract.registers import (
     ACCEL_ID,
@@ -75,6 +84,21 @@ from sw.contract.registers import (
 
 # Tag kinds: what the beats of one read request are for.
 T_DESC, T_CONST, T_WGT, T_ROW, T_ADDA, T_ADDC = range(6)
+
+
+# CHECK below takes pow2 and binary weights in both engines and a contiguous range of int widths
+# in the depthwise engine only: the contract's sets must have that shape.
+assert DENSE_WEIGHTS == (*(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS))
+assert DEPTHWISE_WEIGHTS == (*DENSE_WEIGHTS, *(("int", b) for b in DW_INT_BITS))
+assert DW_INT_BITS == tuple(range(DW_INT_BITS[0], DW_INT_BITS[-1] + 1))
+
+
+def _any_of(sig: object, values: tuple[int, ...]) -> object:
+    """``sig`` equals one of ``values`` (an OR of comparisons, left to right)."""
+    out = sig == values[0]
+    for v in values[1:]:
+        out = out | (sig == v)
+    return out
 
 
 def _fields_word(reg: Register, values: dict[str, object]) -> object:
@@ -415,16 +439,14 @@ class Pow2DetAccel(wiring.Component):
                 ho_exp = ((H + 2 * pad - k) >> stride_sh) + 1
                 wo_exp = ((W + 2 * pad - k) >> stride_sh) + 1
                 conv = is_dense | is_dw
-                bad_kernel = (
-                    ~((k == 1) | (k == 3) | (k == 5)) | ~((st == 1) | (st == 2)) | (pad >= k)
-                )
-                pow2_ok = (wfmt == FMT_POW2) & ((wbits == 3) | (wbits == 4))
-                bin_ok = (wfmt == FMT_BINARY) & (wbits == 1)
-                int_ok = (wfmt == FMT_INT) & (wbits >= 2) & (wbits <= 8)
+                bad_kernel = ~_any_of(k, KERNELS) | ~_any_of(st, STRIDES) | (pad >= k)
+                pow2_ok = (wfmt == FMT_POW2) & _any_of(wbits, POW2_BITS)
+                bin_ok = (wfmt == FMT_BINARY) & _any_of(wbits, BINARY_BITS)
+                int_ok = (wfmt == FMT_INT) & (wbits >= DW_INT_BITS[0]) & (wbits <= DW_INT_BITS[-1])
                 bad_fmt = Mux(is_dense, ~(pow2_ok | bin_ok), ~(pow2_ok | bin_ok | int_ok))
                 bad_sizes = (
                     (cin == 0) | (cout == 0) | (H == 0) | (W == 0)
-                    | (f["out_bits"] < 2) | (f["out_bits"] > 8)
+                    | (f["out_bits"] < OUT_BITS_MIN) | (f["out_bits"] > OUT_BITS_MAX)
                 )  # fmt: skip
                 bad_conv = (
                     (H + 2 * pad < k) | (W + 2 * pad < k) | (Ho != ho_exp) | (Wo != wo_exp)
@@ -974,7 +996,7 @@ class Pow2DetAccel(wiring.Component):
         w_in = Signal.like(dwa.w)
         # Tap slot n of phase p holds kernel tap 9p + n, (u, w) = divmod(tap, k); the window's
         # column of kernel column w is 5 - k + w (the window is right-aligned).
-        for kv in (1, 3, 5):
+        for kv in KERNELS:
             for p in range((kv * kv + DW_TAPS - 1) // DW_TAPS):
                 with m.If((k == kv) & (t1.phase == p)):
                     for n in range(DW_TAPS):

@@ -31,6 +31,7 @@ from sw.artifact import FORMAT_VERSION, Artifact, Node, Quant
 from sw.contract import cycles
 from sw.contract.buffers import BANKS, bank_words, weight_block_capacity
 from sw.contract.config import AccelConfig
+from sw.contract.descriptor import DENSE_WEIGHTS, DEPTHWISE_WEIGHTS, KERNELS, STRIDES
 from sw.contract.layout import (
     ALIGN,
     CHANNEL_RECORD_BYTES,
@@ -62,19 +63,16 @@ class CompileError(ValueError):
 @dataclass(frozen=True)
 class Capabilities:
     """What the PL computes: exactly what the RTL's descriptor check accepts (hw/top.py, state
-    CHECK): kernels 1/3/5, strides 1/2, dense weights 3/4-bit pow2 or binary, depthwise weights
-    3/4-bit pow2, binary or 2..8-bit int, and the residual add. (Issue 5 lists the subset the
-    detectors use: dense 1x1/3x3, depthwise 3x3/5x5 with pow2 or int8.) An AccelConfig field of
-    the same name overrides a default, so a build without, say, the depthwise engine compiles
-    correctly."""
+    CHECK; the sets are the contract's, sw/contract/descriptor.py): kernels 1/3/5, strides 1/2,
+    dense weights 3/4-bit pow2 or binary, depthwise weights 3/4-bit pow2, binary or 2..8-bit
+    int, and the residual add. An AccelConfig field of the same name overrides a default, so a
+    build without, say, the depthwise engine compiles correctly."""
 
-    dense_kernels: tuple[int, ...] = (1, 3, 5)
-    depthwise_kernels: tuple[int, ...] = (1, 3, 5)
-    strides: tuple[int, ...] = (1, 2)
-    dense_weights: tuple[tuple[str, int], ...] = (("pow2", 3), ("pow2", 4), ("binary", 1))
-    depthwise_weights: tuple[tuple[str, int], ...] = (
-        ("pow2", 3), ("pow2", 4), ("binary", 1), *(("int", b) for b in range(2, 9)),
-    )  # fmt: skip
+    dense_kernels: tuple[int, ...] = KERNELS
+    depthwise_kernels: tuple[int, ...] = KERNELS
+    strides: tuple[int, ...] = STRIDES
+    dense_weights: tuple[tuple[str, int], ...] = DENSE_WEIGHTS
+    depthwise_weights: tuple[tuple[str, int], ...] = DEPTHWISE_WEIGHTS
     has_add: bool = True
     has_depthwise: bool = True
     has_dense: bool = True

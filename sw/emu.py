@@ -41,6 +41,8 @@ from sw.contract.descriptor import (
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
+    OUT_BITS_MAX,
+    OUT_BITS_MIN,
     WEIGHT_FORMAT_CODES,
     Descriptor,
 )
@@ -230,7 +232,7 @@ class EmuDevice:
                 raise DeviceFault(ERR_STRIP, f"strip {d.strip_width} > {cfg.max_strip}")
         if min(d.in_channels, d.out_channels, d.in_height, d.in_width) < 1:
             raise DeviceFault(ERR_SIZES, "empty tensor")
-        if not 2 <= d.out_bits <= 8:
+        if not OUT_BITS_MIN <= d.out_bits <= OUT_BITS_MAX:
             raise DeviceFault(ERR_SIZES, f"out_bits {d.out_bits}")
         if conv:
             ho, wo = kernels.conv_out_size(d.in_height, d.in_width, d.kernel, d.stride, d.pad)

@@ -17,6 +17,22 @@ OP_DENSE, OP_DEPTHWISE, OP_ADD = 1, 2, 3
 FMT_POW2, FMT_BINARY, FMT_INT = 0, 1, 2  # the weight_format field
 WEIGHT_FORMAT_CODES = {"pow2": FMT_POW2, "binary": FMT_BINARY, "int": FMT_INT}
 
+# What the interface-1 RTL's CHECK accepts (docs/accelerator-interface.md); the compiler's
+# Capabilities default to these, the emulator refuses the rest with ERR_SHAPE as the RTL does,
+# and hw/top.py builds its CHECK from them.
+KERNELS = (1, 3, 5)  # dense and depthwise
+STRIDES = (1, 2)
+POW2_BITS = (3, 4)  # pow2 widths both engines take (5- and 8-bit pow2 run on the CPU)
+BINARY_BITS = (1,)
+DW_INT_BITS = tuple(range(2, 9))  # int weights: the depthwise engine only
+DENSE_WEIGHTS: tuple[tuple[str, int], ...] = (
+    *(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS),
+)  # fmt: skip
+DEPTHWISE_WEIGHTS: tuple[tuple[str, int], ...] = (
+    *DENSE_WEIGHTS, *(("int", b) for b in DW_INT_BITS),
+)  # fmt: skip
+OUT_BITS_MIN, OUT_BITS_MAX = 2, 8  # output code widths (ERR_SIZES outside)
+
 # (word, low bit, width) of every field.
 LAYOUT: dict[str, tuple[int, int, int]] = {
     "op": (0, 0, 4),
