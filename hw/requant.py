@@ -11,11 +11,23 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.contract.arith import ACC_BITS
+from sw.contract.arith import ACC_BITS, MULT_BITS, SHIFT_BITS
+from sw.contract.layout import CHANNEL_RECORD
 
-# One 16-byte channel record (bias int32, M_pos, M_neg uint16, S uint8) as kept on chip.
+# One 16-byte channel record (bias int32, M_pos, M_neg uint16, S uint8) as kept on chip: the
+# contract's CHANNEL_RECORD up to its shift, whose SHIFT_BITS low bits are all a shift can use.
 ChannelConst = data.StructLayout(
-    {"bias": signed(32), "m_pos": unsigned(16), "m_neg": unsigned(16), "shift": unsigned(6)}
+    {
+        "bias": signed(8 * CHANNEL_RECORD["bias"].itemsize),
+        "m_pos": unsigned(MULT_BITS),
+        "m_neg": unsigned(MULT_BITS),
+        "shift": unsigned(SHIFT_BITS),
+    }
+)
+# The on-chip layout is the DDR record's bit for bit up to the shift (hw/top.py copies it so).
+assert all(
+    8 * CHANNEL_RECORD.fields[n][1] == ChannelConst[n].offset
+    for n in ("bias", "m_pos", "m_neg", "shift")
 )
 CONST_BITS = 72  # the record rounded up to a BRAM byte-with-parity lane
 

@@ -42,6 +42,7 @@ from hw.dense import D_BITS, DenseArray
 from hw.depthwise import DepthwiseArray
 from hw.params import ADD_CHUNK, BANKS, DW_TAPS, MAX_KERNEL, HwParams, check
 from hw.requant import CONST_BITS, ChannelConst, Eltwise, Requant
+from sw.contract.arith import SHIFT_BITS
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 from sw.contract.descriptor import (
     BINARY_BITS,
@@ -637,7 +638,9 @@ class Pow2DetAccel(wiring.Component):
                         m.next = "IDLE"
             with m.State("CONST"):
                 m.d.comb += rready.eq(1)
-                rec = Cat(rbeat[0:64], rbeat[64:70], C(0, CONST_BITS - 70))
+                used = ChannelConst.size  # the record's bits up to the shift's low SHIFT_BITS
+                rec = Cat(rbeat[0 : used - SHIFT_BITS], rbeat[used - SHIFT_BITS : used],
+                          C(0, CONST_BITS - used))  # fmt: skip
                 m.d.comb += [
                     cmem_w.addr.eq(ds_cnt >> (L.bit_length() - 1)),
                     cmem_w.data.eq(Cat(*([rec] * L))),

@@ -12,3 +12,4 @@ ACC_MIN, ACC_MAX = -(2 ** (ACC_BITS - 1)), 2 ** (ACC_BITS - 1) - 1
 MULT_BITS = 16  # M_pos, M_neg, M_a, M_c are unsigned 16-bit
 MULT_MAX = 2**MULT_BITS - 1
 SHIFT_MAX = 47  # the 48-bit product P = acc * M never needs a larger shift
+SHIFT_BITS = SHIFT_MAX.bit_length()  # 6: the bits of a shift the RTL keeps
