@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.darknet import LEAKY_SLOPE
-from sim.reference.requant import add_constants, conv_constants
 from sw import artifact as artmod
 from sw.artifact import Artifact, Quant
+from sw.contract.requant import add_constants, conv_constants
 
 INPUT = "image"
 INPUT_QUANT = Quant(8, 0, 1.0 / 255.0)  # docs/arithmetic.md section 2: the pixel bytes as is

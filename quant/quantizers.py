@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sim.reference.requant import range_to_quant
 from sw.artifact import pow2_max_exponent
+from sw.contract.requant import range_to_quant
 
 WEIGHT_FORMATS = ("pow2", "int", "binary")
 
@@ -144,7 +144,7 @@ class ActQuantizer(nn.Module):
         return (1 << self.bits) - 1
 
     def params(self) -> tuple[int, float]:
-        """(zero, scale) as the artifact stores them (sim.reference.requant.range_to_quant)."""
+        """(zero, scale) as the artifact stores them (sw.contract.requant.range_to_quant)."""
         return range_to_quant(float(self.lo.detach()), float(self.hi.detach()), self.bits)
 
     def forward(self, x: Tensor) -> Tensor:
