@@ -151,7 +151,8 @@ def decode_config(config: int, config2: int) -> dict[str, int]:
     }
 
 
-# ERROR_CODE values (the order is the order in which the RTL's CHECK tests them, but AXI).
+# ERROR_CODE values. The RTL's CHECK (and the emulator) test opcode, shape, strip, sizes, then
+# buffers, so a descriptor wrong in two ways reports the first; AXI errors come from the run.
 ERR_NONE, ERR_OPCODE, ERR_SHAPE, ERR_STRIP, ERR_BUFFER, ERR_AXI, ERR_SIZES = range(7)
 ERROR_BITS = 4  # the ERROR_CODE register's significant bits
 ERROR_NAMES: dict[int, str] = {
