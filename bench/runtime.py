@@ -15,7 +15,7 @@ Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the mod
   hw/cycle_model.py predicts the PL takes (the CPU free meanwhile, as on the board).
 * ``emu_vs_torch_float_ratio``: milliseconds per frame of the ``emu`` backend (the functional
   model of the accelerator, NumPy) over float PyTorch inference of the same darknet network
-  (``models/darknet.py``, cfg + weights), both on one CPU thread, alternating frame by frame;
+  (``models/darknet/``, cfg + weights), both on one CPU thread, alternating frame by frame;
   medians. > 1 means emu is slower.
 * ``peak_rss_mb``, ``rss_growth_fraction`` and ``threads_after_exit``: the real command
   (``sw.app.main``, what ``shiftdet detect`` runs) in its own process on the 640x480 clip
