@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from videos import mp4_frames, read_jsonl
 
 from sim.reference.randnet import random_network
 from sw import app
@@ -30,24 +31,11 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _mp4_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 def test_detect_video_writes_all_outputs(tmp_path, capsys, model, clip) -> None:
     rc, out, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
                         "--max-frames", "15", "--conf", "0.05")  # fmt: skip
     assert rc == 0, err
-    lines = _jsonl(tmp_path / "TUD-Campus.jsonl")
+    lines = read_jsonl(tmp_path / "TUD-Campus.jsonl")
     assert [r["frame"] for r in lines] == list(range(15))
     assert all(r["detections"] for r in lines), [len(r["detections"]) for r in lines]
     inside = 0  # boxes not clipped to the frame on any side
@@ -58,7 +46,7 @@ def test_detect_video_writes_all_outputs(tmp_path, capsys, model, clip) -> None:
             assert d["class"] in ("random-0", "random-1")
             inside += 0 < x1 and x2 < 640 and 0 < y1 and y2 < 480
     assert inside > 0, "every box was clipped to the frame: the mapping back was not exercised"
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == 15
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == 15
     rep = json.loads((tmp_path / "TUD-Campus.report.json").read_text())
     assert rep["frames_out"] == 15 and rep["dropped_live"] == 0 and rep["error"] is None
     assert set(rep["stage_ms"]) == {"capture", "preprocess", "accelerator", "postprocess", "output"}
@@ -84,10 +72,10 @@ def test_sequential_and_threaded_agree(tmp_path, capsys, model, clip) -> None:
             *extra,
         )
         assert rc == 0, err
-    seq = _jsonl(tmp_path / "seq" / "TUD-Campus.jsonl")
+    seq = read_jsonl(tmp_path / "seq" / "TUD-Campus.jsonl")
     assert [r["frame"] for r in seq] == list(range(6))
     assert all(r["detections"] for r in seq), [len(r["detections"]) for r in seq]
-    assert seq == _jsonl(tmp_path / "thr" / "TUD-Campus.jsonl")
+    assert seq == read_jsonl(tmp_path / "thr" / "TUD-Campus.jsonl")
     assert not (tmp_path / "seq" / "TUD-Campus.mp4").exists()
 
 
@@ -103,11 +91,11 @@ def test_corrupt_video_skips_counts_and_reports(tmp_path, capsys, model, clip) -
     rep = json.loads((out / "corrupt.report.json").read_text())
     skipped = rep["skipped_undecodable"]
     assert skipped and rep["frames_out"] + len(skipped) == 71
-    frames = [r["frame"] for r in _jsonl(out / "corrupt.jsonl")]
+    frames = [r["frame"] for r in read_jsonl(out / "corrupt.jsonl")]
     assert frames == sorted(set(range(71)) - set(skipped))
     warn = [line for line in err.splitlines() if "undecodable" in line]
     assert len(warn) == 1 and f"{len(skipped)} undecodable frame(s) skipped" in warn[0]
-    assert _mp4_frames(out / "corrupt.mp4") == rep["frames_out"]
+    assert mp4_frames(out / "corrupt.mp4") == rep["frames_out"]
 
 
 def test_image_folder_with_an_unreadable_image(tmp_path, capsys, model, data_dir) -> None:
@@ -121,9 +109,9 @@ def test_image_folder_with_an_unreadable_image(tmp_path, capsys, model, data_dir
     (folder / "001.jpg").write_bytes(b"not a jpeg")
     rc, _, err = _run(capsys, str(folder), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 0, err
-    assert [r["frame"] for r in _jsonl(tmp_path / "imgs.jsonl")] == [0, 2, 3]
+    assert [r["frame"] for r in read_jsonl(tmp_path / "imgs.jsonl")] == [0, 2, 3]
     assert "1 undecodable frame(s) skipped (indices 1..1)" in err
-    assert _mp4_frames(tmp_path / "imgs.mp4") == 3  # other sizes resized to the first frame's
+    assert mp4_frames(tmp_path / "imgs.mp4") == 3  # other sizes resized to the first frame's
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "version", "config", "out_dir",
@@ -175,8 +163,8 @@ def test_stage_exception_stops_cleanly_and_keeps_outputs(tmp_path, capsys, model
     rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 1
     assert err.strip().splitlines()[-1] == "error: postprocess: injected failure"
-    assert [r["frame"] for r in _jsonl(tmp_path / "TUD-Campus.jsonl")] == list(range(5))
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == 5  # finalised: it plays
+    assert [r["frame"] for r in read_jsonl(tmp_path / "TUD-Campus.jsonl")] == list(range(5))
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == 5  # finalised: it plays
     assert json.loads((tmp_path / "TUD-Campus.report.json").read_text())["error"]
 
 
@@ -201,9 +189,9 @@ def test_ctrl_c_finalises_outputs(tmp_path, capsys, model, clip, monkeypatch) ->
     finally:
         signal.signal(signal.SIGINT, old)
     assert rc == 130 and "interrupted" in err
-    frames = [r["frame"] for r in _jsonl(tmp_path / "TUD-Campus.jsonl")]
+    frames = [r["frame"] for r in read_jsonl(tmp_path / "TUD-Campus.jsonl")]
     assert frames == list(range(len(frames))) and 4 <= len(frames) < 71
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == len(frames)
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == len(frames)
 
 
 class _FakeCamera(Source):

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from videos import mp4_frames, read_jsonl
 
 from sw import app, sinks
 from sw.pipeline import Item
@@ -54,21 +55,6 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
         rc = int(e.code or 0)
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def _jsonl(path: Path) -> list[dict]:
-    text = path.read_text()
-    assert text == "" or text.endswith("\n"), "the JSONL ends in half a line"
-    return [json.loads(line) for line in text.splitlines()]
-
-
-def _mp4_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def _sha(path: Path) -> str:
@@ -152,7 +138,7 @@ def test_earlier_outputs_need_overwrite(tmp_path, capsys, model, clip) -> None:
     assert {p.name: _sha(p) for p in tmp_path.iterdir()} == names  # untouched
     rc, _, err = _run(capsys, *args[:-1], "5", "--overwrite")
     assert rc == 0, err
-    assert len(_jsonl(tmp_path / "TUD-Campus.jsonl")) == 5
+    assert len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) == 5
     # segments of an earlier run are outputs too: refused, and removed by --overwrite
     seg = [*args, "--segment-minutes", str(2 / 25 / 60), "--name", "seg"]  # 2 frames each
     assert _run(capsys, *seg)[0] == 0
@@ -212,9 +198,9 @@ def test_a_stop_signal_finalises_every_output(tmp_path, capsys, model, clip, mon
         rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == status, err
     assert err.strip().splitlines()[-1].startswith(f"interrupted ({name})")
-    frames = [r["frame"] for r in _jsonl(tmp_path / "TUD-Campus.jsonl")]
+    frames = [r["frame"] for r in read_jsonl(tmp_path / "TUD-Campus.jsonl")]
     assert frames == list(range(len(frames))) and 4 <= len(frames) < 71
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == len(frames)
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == len(frames)
     rep = json.loads((tmp_path / "TUD-Campus.report.json").read_text())
     assert rep["final"] and rep["interrupted"] and rep["signal"] == name
     assert rep["frames_out"] == len(frames)
@@ -227,8 +213,8 @@ def test_sequential_mode_stops_on_a_signal_too(tmp_path, capsys, model, clip,
         rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
                           "--sequential")  # fmt: skip
     assert rc == 143, err
-    assert len(_jsonl(tmp_path / "TUD-Campus.jsonl")) == 3
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == 3
+    assert len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) == 3
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == 3
 
 
 def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(tmp_path, capsys, model, clip,
@@ -239,12 +225,12 @@ def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(tmp_path, capsy
     with _handlers(SIGINT=signal.SIG_IGN, SIGTERM=signal.SIG_DFL):
         rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
                           "--max-frames", "8")  # fmt: skip
-        assert rc == 0 and len(_jsonl(tmp_path / "TUD-Campus.jsonl")) == 8, err
+        assert rc == 0 and len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) == 8, err
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         _signal_at(monkeypatch, 2, signal.SIGTERM)
         rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path),
                           "--overwrite")  # fmt: skip
-    assert rc == 143 and 3 <= len(_jsonl(tmp_path / "TUD-Campus.jsonl")) < 71, err
+    assert rc == 143 and 3 <= len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) < 71, err
 
 
 def test_ctrl_c_during_start_up_is_one_line_and_writes_nothing(tmp_path, capsys, model, clip,
@@ -280,8 +266,8 @@ def test_a_second_ctrl_c_while_finalising_is_one_line(tmp_path, capfd, model, cl
         rc, _, err = _run(capfd, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 130, err
     assert "Traceback" not in err and err.count("already stopping") == 1
-    n = len(_jsonl(tmp_path / "TUD-Campus.jsonl"))
-    assert _mp4_frames(tmp_path / "TUD-Campus.mp4") == n
+    n = len(read_jsonl(tmp_path / "TUD-Campus.jsonl"))
+    assert mp4_frames(tmp_path / "TUD-Campus.mp4") == n
 
 
 def _child(argv: list[str], out: Path) -> subprocess.Popen:
@@ -319,9 +305,9 @@ def test_sigterm_to_the_real_command(tmp_path, model, long_clip) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err.decode()
-    n = len(_jsonl(tmp_path / "long.jsonl"))
+    n = len(read_jsonl(tmp_path / "long.jsonl"))
     assert 10 <= n < 3000
-    assert _mp4_frames(tmp_path / "long.mp4") == n
+    assert mp4_frames(tmp_path / "long.mp4") == n
     rep = json.loads((tmp_path / "long.report.json").read_text())
     assert rep["final"] and rep["signal"] == "SIGTERM" and rep["frames_out"] == n
 
@@ -334,12 +320,12 @@ def test_kill_9_loses_at_most_the_last_segment(tmp_path, model, long_clip) -> No
     _wait_for_lines(proc, tmp_path / "long.jsonl", 4 * per + 1)
     proc.kill()
     proc.communicate(timeout=60)
-    lines = _jsonl(tmp_path / "long.jsonl")  # every line complete
+    lines = read_jsonl(tmp_path / "long.jsonl")  # every line complete
     assert [r["frame"] for r in lines] == list(range(len(lines)))
     segs = sorted(tmp_path.glob("long.*.mp4"))
     assert len(segs) >= 4
     for s in segs[:-1]:  # every segment but the one being written plays, whole
-        assert _mp4_frames(s) == per, s
+        assert mp4_frames(s) == per, s
     assert len(lines) >= per * (len(segs) - 1)
 
 
@@ -350,11 +336,11 @@ def _assert_valid_after_disk_full(out: Path, err: str, culprit: str) -> None:
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: output: ") and culprit in last, err
     assert "Traceback" not in err
-    lines = _jsonl(out / "TUD-Campus.jsonl")
+    lines = read_jsonl(out / "TUD-Campus.jsonl")
     rep = json.loads((out / "TUD-Campus.report.json").read_text())
     assert rep["final"] and rep["error"] and rep["frames_out"] == len(lines)
     if (out / "TUD-Campus.mp4").exists():
-        assert _mp4_frames(out / "TUD-Campus.mp4") == len(lines)
+        assert mp4_frames(out / "TUD-Campus.mp4") == len(lines)
 
 
 def test_disk_full_on_the_jsonl_keeps_complete_lines(tmp_path, capsys, model, clip,
@@ -374,7 +360,7 @@ def test_disk_full_on_the_jsonl_keeps_complete_lines(tmp_path, capsys, model, cl
                       "--no-video")  # fmt: skip
     assert rc == 1
     _assert_valid_after_disk_full(tmp_path, err, "TUD-Campus.jsonl")
-    assert len(_jsonl(tmp_path / "TUD-Campus.jsonl")) == 5 and "disk full" in err
+    assert len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) == 5 and "disk full" in err
 
 
 def test_low_disk_space_stops_before_the_video_breaks(tmp_path, capsys, model, clip,
@@ -389,7 +375,7 @@ def test_low_disk_space_stops_before_the_video_breaks(tmp_path, capsys, model, c
     rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 1
     _assert_valid_after_disk_full(tmp_path, err, "disk full")
-    assert 3 <= len(_jsonl(tmp_path / "TUD-Campus.jsonl")) < 71
+    assert 3 <= len(read_jsonl(tmp_path / "TUD-Campus.jsonl")) < 71
 
 
 @pytest.fixture
@@ -415,7 +401,7 @@ def test_a_really_full_disk(small_tmpfs, capsys, model, clip) -> None:
     rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(out))
     assert rc == 1, err
     _assert_valid_after_disk_full(out, err, "disk full")
-    assert 1 <= len(_jsonl(out / "TUD-Campus.jsonl")) < 71
+    assert 1 <= len(read_jsonl(out / "TUD-Campus.jsonl")) < 71
 
 
 # -- 9. arguments checked up front; 12. the MJPEG server's address ---------------------------
