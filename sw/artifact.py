@@ -639,7 +639,9 @@ def write_unvalidated(art: Artifact, path: str | os.PathLike[str]) -> Path:
     return _write_atomic(_encode(art), Path(path))
 
 
-def _encode(art: Artifact) -> bytes:
+def header_and_arrays(art: Artifact) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header (with its tensor table, before the digest) and the arrays by member name that
+    a writer stores for ``art``."""
     arrays: dict[str, np.ndarray] = {}
     names: dict[tuple[str, str], str] = {}
     for n in art.nodes:
@@ -655,7 +657,11 @@ def _encode(art: Artifact) -> bytes:
         }
         for k, a in arrays.items()
     }
-    return pack(header, arrays)
+    return header, arrays
+
+
+def _encode(art: Artifact) -> bytes:
+    return pack(*header_and_arrays(art))
 
 
 def _write_atomic(data: bytes, path: Path) -> Path:

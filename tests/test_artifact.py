@@ -95,21 +95,8 @@ def rewrite(path: Path, edit: Callable[[dict, dict], None], recompute_digest: bo
 
 def write_v1(art: Artifact, path: Path) -> Path:
     """The version 1 writer as it was: tensor SHA-256s only, np.savez_compressed, no seal."""
-    arrays = {
-        f"{n.name}.{r}": np.ascontiguousarray(t) for n in art.nodes for r, t in n.tensors.items()
-    }
-    header = artifact._header(
-        art, {(n.name, r): f"{n.name}.{r}" for n in art.nodes for r in n.tensors}
-    )
+    header, arrays = artifact.header_and_arrays(art)
     header["version"] = 1
-    header["tensors"] = {
-        k: {
-            "dtype": str(a.dtype),
-            "shape": list(a.shape),
-            "sha256": hashlib.sha256(a.tobytes()).hexdigest(),
-        }
-        for k, a in arrays.items()
-    }
     arrays["__header__"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
     np.savez_compressed(path, **arrays)
     return path
