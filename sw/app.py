@@ -255,6 +255,7 @@ class Detector:
         _, self.h, self.w = plan.input_shape
         self.decoder = decoder
         self.sinks, self.jsonl = sinks, jsonl
+        self.video = next((s for s in sinks if isinstance(s, VideoSink)), None)
         self.t0 = time.perf_counter()
         self.accel_s = {"pl": 0.0, "cpu": 0.0}
         self.detections = 0
@@ -468,23 +469,21 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         if bar is not None:
             bar.close()
         _close_all(opened)
-    end_reason = getattr(source, "end_reason", None)
-    if end_reason and res.error is None and not res.interrupted:
-        res.error = f"capture: {end_reason}"
+    if source.end_reason and res.error is None and not res.interrupted:
+        res.error = f"capture: {source.end_reason}"
     report = make_report(res=res, final=True, **ctx)
-    wrote_report = True
+    finalised = True  # the report and the timeline were written
     try:
         write_atomic(paths["report"], _report_bytes(report))
     except OutputError as e:
         _say(f"error: {e}")
-        wrote_report = False
+        finalised = False
     try:
         drew = write_timeline_png(res, paths["timeline"], title=f"{art.name} on {args.backend}")
     except OutputError as e:
         _say(f"error: {e}")
-        drew = wrote_report = False
-    print_summary(report, paths, drew, video=sinks[0] if sinks and isinstance(sinks[0], VideoSink)
-                  else None)  # fmt: skip
+        drew = finalised = False
+    print_summary(report, paths, drew, det.video)
     if res.interrupted or stops.received is not None:
         why = stops.name or "Ctrl-C"
         _say(f"interrupted ({why}): outputs finalised up to the last frame handled")
@@ -492,7 +491,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
     if res.error:
         _say(f"error: {res.error}")
         return 1
-    return 0 if wrote_report else 1
+    return 0 if finalised else 1
 
 
 def _close_all(opened: list[Any]) -> None:
@@ -513,7 +512,6 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
                 final: bool) -> dict[str, Any]:  # fmt: skip
     """The run's JSON report; ``final`` False for the snapshots a long run writes on the way."""
     n = max(res.frames_out, 1)
-    video = next((s for s in det.sinks if isinstance(s, VideoSink)), None)
     return {
         "final": final,
         "input": args.input,
@@ -529,7 +527,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "frames_out": res.frames_out,
         "dropped_live": res.dropped,
         "skipped_undecodable": list(source.skipped),
-        "skip_reasons": {str(i): r for i, r in getattr(source, "skip_reasons", {}).items()},
+        "skip_reasons": {str(i): r for i, r in source.skip_reasons.items()},
         "detections": det.detections,
         "wall_s": round(res.wall_s if final else time.perf_counter() - res.t0, 3),
         "fps": round(throughput_fps(res), 3),
@@ -540,7 +538,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         },  # fmt: skip
         "plan": plan.summary(),
         "rss_mb": {**det.rss_at, "end": rss_mb(), "peak": peak_rss_mb()},
-        "video": None if video is None else [p.name for p in video.segments],
+        "video": None if det.video is None else [p.name for p in det.video.segments],
         "interrupted": res.interrupted,
         "signal": stops.name,
         "error": res.error,
