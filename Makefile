@@ -159,3 +159,9 @@ clean-venv:
 # hw ------------------------------------------------------------------------------------------
 # The accelerator: make verilog | synth | bench-hw | test-rtl (targets in hw/hw.mk).
 include hw/hw.mk
+
+# deploy --------------------------------------------------------------------------------------
+# The board: make bitstream | bitstream-scripts | deploy (deploy/deploy.mk) and
+# make board-package (deploy/package/package.mk).
+-include deploy/deploy.mk
+-include deploy/package/package.mk

@@ -35,12 +35,12 @@ from amaranth import (
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from hw.axi import AxiReader, AxiWriter
 from hw.dense import D_BITS, DenseArray
 from hw.depthwise import DepthwiseArray
 from hw.params import ADD_CHUNK, BANKS, DW_TAPS, MAX_KERNEL, HwParams, check
+from hw.ports import accel_ports
 from hw.requant import CONST_BITS, ChannelConst, Eltwise, Requant
 from sw.contract.arith import SHIFT_BITS
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
@@ -115,44 +115,13 @@ def _fields_word(reg: Register, values: dict[str, object]) -> object:
     return Cat(*parts)
 
 
-def _lite_signature() -> dict[str, object]:
-    p = "s_axi_control_"
-    return {
-        p + "awaddr": In(ADDR_BITS), p + "awvalid": In(1), p + "awready": Out(1),
-        p + "wdata": In(32), p + "wstrb": In(4), p + "wvalid": In(1), p + "wready": Out(1),
-        p + "bresp": Out(2), p + "bvalid": Out(1), p + "bready": In(1),
-        p + "araddr": In(ADDR_BITS), p + "arvalid": In(1), p + "arready": Out(1),
-        p + "rdata": Out(32), p + "rresp": Out(2), p + "rvalid": Out(1), p + "rready": In(1),
-    }  # fmt: skip
-
-
-def _gmem_signature(dw: int) -> dict[str, object]:
-    p = "m_axi_gmem_"
-    return {
-        p + "awid": Out(1), p + "awaddr": Out(32), p + "awlen": Out(8), p + "awsize": Out(3),
-        p + "awburst": Out(2), p + "awcache": Out(4), p + "awprot": Out(3),
-        p + "awvalid": Out(1), p + "awready": In(1),
-        p + "wdata": Out(dw), p + "wstrb": Out(dw // 8), p + "wlast": Out(1),
-        p + "wvalid": Out(1), p + "wready": In(1),
-        p + "bid": In(1), p + "bresp": In(2), p + "bvalid": In(1), p + "bready": Out(1),
-        p + "arid": Out(1), p + "araddr": Out(32), p + "arlen": Out(8), p + "arsize": Out(3),
-        p + "arburst": Out(2), p + "arcache": Out(4), p + "arprot": Out(3),
-        p + "arvalid": Out(1), p + "arready": In(1),
-        p + "rid": In(1), p + "rdata": In(dw), p + "rresp": In(2), p + "rlast": In(1),
-        p + "rvalid": In(1), p + "rready": Out(1),
-    }  # fmt: skip
-
-
 class Pow2DetAccel(wiring.Component):
     """The whole accelerator; port names are exactly those of the interface document."""
 
     def __init__(self, cfg: AccelConfig = DEFAULT_CONFIG) -> None:
         self.hp: HwParams = check(cfg)
         self.cfg = cfg
-        sig = {"aclk": In(1), "aresetn": In(1), "irq": Out(1)}
-        sig.update(_lite_signature())
-        sig.update(_gmem_signature(cfg.data_width))
-        super().__init__(sig)
+        super().__init__(accel_ports(cfg.data_width))
 
     def elaborate(self, platform: object) -> Module:  # noqa: C901 - one controller, kept whole
         m = Module()
