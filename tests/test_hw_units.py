@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hw.axi import AxiReader
@@ -17,6 +18,7 @@ from hw.cycle_model import dw_segment_cycles
 from hw.dense import DenseArray
 from hw.params import check
 from hw.requant import Eltwise, Requant
+from hw.top import Pow2DetAccel
 from sim.reference import ops
 from sw.accel_config import DEFAULT_CONFIG, ConfigError
 from sw.artifact import decode_codes
@@ -204,9 +206,16 @@ def test_impossible_configs_are_named(change: dict[str, int], needle: str) -> No
         check(dataclasses.replace(DEFAULT_CONFIG, **change))
 
 
-def test_default_config_elaborates_checks() -> None:
+def test_default_config_elaborates_into_its_blocks() -> None:
+    """The default build passes the RTL's checks with the contract's sizes and elaborates into
+    the blocks hw/top.py wires (a missing or renamed block fails here, not in Verilator)."""
     hp = check(DEFAULT_CONFIG)
     assert hp.bank_words == 2048 and hp.weight_blocks == 512 and hp.channel_groups == 64
+    frag = Fragment.get(Pow2DetAccel(DEFAULT_CONFIG), None)
+    names = {name for _, name, _ in frag.subfragments}
+    want = {"regs", "ctrl", "seq", "router", "compute", "datapath", "buffers", "reader", "writer",
+            "tags", "cmds", "outq"}  # fmt: skip
+    assert want <= names, f"missing blocks: {want - names}"
 
 
 def test_dw_segment_cycles() -> None:

@@ -1,0 +1,107 @@
+"""CHECK: the error code of one decoded descriptor (docs/accelerator-interface.md, Errors).
+
+Combinational: the descriptor controller registers ``error`` in its CHECK state and refuses the
+layer (STATUS.ERROR, ERROR_CODE, ERROR_INDEX) when it is not 0. The codes are the contract's,
+tested in the order the document gives them: opcode, then kernel/stride/pad/weight format,
+strip width, sizes, buffers. ``sw/emu.py`` refuses the same descriptors with the same codes
+(tests/test_hw_units.py compares the two on random descriptors).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.interfaces import layer_layout
+from hw.params import HwParams
+from sw.contract.descriptor import (
+    BINARY_BITS,
+    DENSE_WEIGHTS,
+    DEPTHWISE_WEIGHTS,
+    DW_INT_BITS,
+    FMT_BINARY,
+    FMT_INT,
+    FMT_POW2,
+    KERNELS,
+    OP_ADD,
+    OP_DENSE,
+    OP_DEPTHWISE,
+    OUT_BITS_MAX,
+    OUT_BITS_MIN,
+    POW2_BITS,
+    STRIDES,
+)
+from sw.contract.registers import (
+    ERR_BUFFER,
+    ERR_OPCODE,
+    ERR_SHAPE,
+    ERR_SIZES,
+    ERR_STRIP,
+    ERROR_BITS,
+)
+
+# The checks below take pow2 and binary weights in both engines and a contiguous range of int
+# widths in the depthwise engine only: the contract's sets must have that shape.
+assert DENSE_WEIGHTS == (*(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS))
+assert DEPTHWISE_WEIGHTS == (*DENSE_WEIGHTS, *(("int", b) for b in DW_INT_BITS))
+assert DW_INT_BITS == tuple(range(DW_INT_BITS[0], DW_INT_BITS[-1] + 1))
+
+
+def any_of(sig: object, values: tuple[int, ...]) -> object:
+    """``sig`` equals one of ``values`` (an OR of comparisons, left to right)."""
+    out = sig == values[0]
+    for v in values[1:]:
+        out = out | (sig == v)
+    return out
+
+
+class DescriptorCheck(wiring.Component):
+    """``layer`` (fields and the sizes SETUP derived) in, the contract's error code out."""
+
+    def __init__(self, hp: HwParams) -> None:
+        self._hp = hp
+        super().__init__({"layer": In(layer_layout(hp)), "error": Out(ERROR_BITS)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        hp, f = self._hp, self.layer
+        op, k, st, pad = f.op, f.kernel, f.stride, f.pad
+        wfmt, wbits = f.weight_format, f.weight_bits
+        cin, cout = f.in_channels, f.out_channels
+        H, W, Ho, Wo = f.in_height, f.in_width, f.out_height, f.out_width
+        is_dense, is_dw = op == OP_DENSE, op == OP_DEPTHWISE
+        stride_sh = st == 2
+        ho_exp = ((H + 2 * pad - k) >> stride_sh) + 1
+        wo_exp = ((W + 2 * pad - k) >> stride_sh) + 1
+        conv = is_dense | is_dw
+        bad_kernel = ~any_of(k, KERNELS) | ~any_of(st, STRIDES) | (pad >= k)
+        pow2_ok = (wfmt == FMT_POW2) & any_of(wbits, POW2_BITS)
+        bin_ok = (wfmt == FMT_BINARY) & any_of(wbits, BINARY_BITS)
+        int_ok = (wfmt == FMT_INT) & (wbits >= DW_INT_BITS[0]) & (wbits <= DW_INT_BITS[-1])
+        bad_fmt = Mux(is_dense, ~(pow2_ok | bin_ok), ~(pow2_ok | bin_ok | int_ok))
+        bad_sizes = (
+            (cin == 0) | (cout == 0) | (H == 0) | (W == 0)
+            | (f.out_bits < OUT_BITS_MIN) | (f.out_bits > OUT_BITS_MAX)
+        )  # fmt: skip
+        bad_conv = (
+            (H + 2 * pad < k) | (W + 2 * pad < k) | (Ho != ho_exp) | (Wo != wo_exp)
+            | (is_dw & (cin != cout))
+        )  # fmt: skip
+        bad_add = (cin != cout) | (H != Ho) | (W != Wo)
+        bad_buf = (
+            (f.slot_words > hp.bank_words)
+            | (f.go > hp.channel_groups)
+            | (is_dense & (f.blocks > hp.weight_blocks))
+        )
+        with m.If(~(conv | (op == OP_ADD))):
+            m.d.comb += self.error.eq(ERR_OPCODE)
+        with m.Elif(conv & (bad_kernel | bad_fmt)):
+            m.d.comb += self.error.eq(ERR_SHAPE)
+        with m.Elif(conv & ((f.strip_width == 0) | (f.strip_width > hp.cfg.max_strip))):
+            m.d.comb += self.error.eq(ERR_STRIP)
+        with m.Elif(bad_sizes | (conv & bad_conv) | ((op == OP_ADD) & bad_add)):
+            m.d.comb += self.error.eq(ERR_SIZES)
+        with m.Elif(conv & bad_buf):
+            m.d.comb += self.error.eq(ERR_BUFFER)
+        return m

@@ -1,0 +1,237 @@
+"""The data router: every returning read beat to where its tag says it goes.
+
+Reads return in request order (one AXI ID), so the router pops one tag per request from the tag
+FIFO and routes that many beats: the descriptor to the controller, constants to ``cmem`` (one
+CONST_BITS record per lane), weights to ``wmem`` (dense: every code widened to the engine's 4-bit
+pow2 code) or to the per-tap ``dwm`` memories (depthwise: codes decoded to int8), input rows to
+their line-buffer bank with the strip window's border columns written as ``z_in``, and the
+residual add's two inputs to ``abuf`` and, beside it, the element-wise unit. It counts whole
+input rows (``loaded``, one side of the row credit) and says when the weights are in.
+"""
+
+from __future__ import annotations
+
+from amaranth import C, Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.buffers import TAPS, read_members, write_members
+from hw.interfaces import (
+    GROUP_BITS,
+    ROW_SEQ_BITS,
+    PerfEvents,
+    RowCount,
+    TagKind,
+    descriptor_beat,
+    layer_layout,
+    tag_layout,
+)
+from hw.params import BANKS, HwParams
+from hw.requant import CONST_BITS, ChannelConst
+from sw.contract.arith import SHIFT_BITS
+from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, FMT_INT, OP_DENSE
+
+
+def eltwise_signature(lanes: int) -> wiring.Signature:
+    """One residual-add vector: ``a`` from abuf, ``c`` the beat returning beside it."""
+    return wiring.Signature({"valid": Out(1), "a": Out(8 * lanes), "c": Out(8 * lanes)})
+
+
+class DataRouter(wiring.Component):
+    """``tags``: the tag FIFO's read side; ``r``: the AXI read data; ``desc``, the buffers'
+    write ports and ``elt``: where beats go; ``loaded``: whole rows in the line buffer;
+    ``wgt_done``: the layer's weights are in; ``out_room``: the output FIFO can take a vector."""
+
+    def __init__(self, hp: HwParams) -> None:
+        self._hp = hp
+        dw = 8 * hp.lanes
+        super().__init__({
+            "layer": In(layer_layout(hp)), "layer_reset": In(1),
+            "tags": In(stream.Signature(tag_layout(hp))), "r": In(stream.Signature(dw)),
+            "desc": Out(descriptor_beat(hp.lanes)), "elt": Out(eltwise_signature(hp.lanes)),
+            "loaded": Out(RowCount), "wgt_done": Out(1), "idle": Out(1), "out_room": In(1),
+            "perf": Out(PerfEvents),
+            **write_members(hp), "abuf_r": read_members(hp)["abuf_r"],
+        })  # fmt: skip
+
+    def elaborate(self, platform: object) -> Module:  # noqa: C901 - one FSM, one state a kind
+        m = Module()
+        hp, f = self._hp, self.layer
+        L = hp.lanes
+        lsh = L.bit_length() - 1
+        rfire = self.r.valid & self.r.ready
+        rbeat = self.r.payload
+        tag = Signal(tag_layout(hp))
+        cnt = Signal(26)  # beats (or columns) done in the current tag
+        sub = Signal(4)  # sub-vector of a depthwise weight beat
+        grp, tap = Signal(GROUP_BITS), Signal(5)
+        rows_loaded = Signal(ROW_SEQ_BITS)
+        m.d.comb += self.loaded.rows.eq(rows_loaded)
+        desc_beats = DESCRIPTOR_BYTES // L
+        with m.If(self.layer_reset):
+            m.d.sync += [rows_loaded.eq(0), self.wgt_done.eq(0)]
+        with m.FSM(name="router"):
+            with m.State("IDLE"):
+                m.d.comb += [self.idle.eq(1), self.tags.ready.eq(1)]
+                with m.If(self.tags.valid):
+                    m.d.sync += [tag.eq(self.tags.payload), cnt.eq(0), sub.eq(0), grp.eq(0),
+                                 tap.eq(0)]  # fmt: skip
+                    with m.Switch(self.tags.payload.kind):
+                        for kind in TagKind:
+                            with m.Case(kind):
+                                m.next = kind.name
+            with m.State("DESC"):
+                m.d.comb += [
+                    self.r.ready.eq(1), self.desc.valid.eq(rfire), self.desc.data.eq(rbeat),
+                    self.desc.index.eq(cnt), self.desc.last.eq(cnt == desc_beats - 1),
+                ]  # fmt: skip
+                with m.If(rfire):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == desc_beats - 1):
+                        m.next = "IDLE"
+            with m.State("CONST"):
+                m.d.comb += self.r.ready.eq(1)
+                used = ChannelConst.size  # the record's bits up to the shift's low SHIFT_BITS
+                rec = Cat(rbeat[0 : used - SHIFT_BITS], rbeat[used - SHIFT_BITS : used],
+                          C(0, CONST_BITS - used))  # fmt: skip
+                m.d.comb += [
+                    self.cmem_w.addr.eq(cnt >> lsh),
+                    self.cmem_w.data.eq(Cat(*([rec] * L))),
+                    self.cmem_w.en.eq(Mux(rfire, 1 << cnt[:lsh], 0)),
+                ]
+                with m.If(rfire):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == (f.go * L) - 1):
+                        m.next = "IDLE"
+            with m.State("WEIGHTS"):
+                with m.If(f.op == OP_DENSE):
+                    self._dense_weights(m, rfire, rbeat, cnt)
+                with m.Else():
+                    self._depthwise_weights(m, rbeat, cnt, sub, grp, tap)
+            with m.State("DWDRAIN"):
+                # The last sub-vector was consumed with its beat; nothing else remains.
+                m.next = "IDLE"
+            with m.State("ROW"):
+                # cnt walks the window's columns: left border, DDR beats, right border.
+                in_lpad = cnt < tag.lpad
+                in_data = ~in_lpad & (cnt < tag.lpad + tag.n)
+                m.d.comb += self.r.ready.eq(in_data)
+                wr_now = Mux(in_data, rfire, 1)
+                zvec = Cat(*([f.z_in] * L))
+                for b in range(BANKS):
+                    m.d.comb += [
+                        self.lb_w[b].addr.eq(tag.base + cnt),
+                        self.lb_w[b].data.eq(Mux(in_data, rbeat, zvec)),
+                        self.lb_w[b].en.eq(wr_now & (tag.bank == b)),
+                    ]
+                with m.If(wr_now):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == tag.lpad + tag.n + tag.rpad - 1):
+                        with m.If(tag.last_g):
+                            m.d.sync += rows_loaded.eq(rows_loaded + 1)
+                        m.next = "IDLE"
+            with m.State("ADD_A"):
+                m.d.comb += [
+                    self.r.ready.eq(1), self.abuf_w.addr.eq(cnt), self.abuf_w.data.eq(rbeat),
+                    self.abuf_w.en.eq(rfire),
+                ]  # fmt: skip
+                with m.If(rfire):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == tag.n - 1):
+                        m.next = "IDLE"
+            with m.State("ADD_C"):
+                m.d.comb += [self.r.ready.eq(self.out_room), self.abuf_r.addr.eq(cnt),
+                             self.elt.valid.eq(rfire)]  # fmt: skip
+                with m.If(self.r.valid & ~self.out_room):
+                    m.d.comb += self.perf.stall.eq(1)
+                with m.If(rfire):
+                    m.d.comb += self.perf.eltwise.eq(1)
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == tag.n - 1):
+                        m.next = "IDLE"
+        m.d.comb += [self.elt.a.eq(self.abuf_r.data), self.elt.c.eq(rbeat)]
+        return m
+
+    def _dense_weights(self, m: Module, rfire: object, rbeat: object, cnt: Signal) -> None:
+        """Widen every code to the internal 4-bit pow2 code (sign bit 3, magnitude in 2:0);
+        binary weights become +-1 codes, two blocks per beat."""
+        f, dw = self.layer, 8 * self._hp.lanes
+        m.d.comb += self.r.ready.eq(1)
+        c4 = []
+        for i in range(dw // 4):
+            code = rbeat[4 * i : 4 * i + 4]
+            c4.append(Mux(f.weight_bits == 3, Cat(code[0:2], C(0, 1), code[2]), code))
+        bexp = Cat(*[Cat(C(1, 1), C(0, 2), rbeat[i]) for i in range(dw)])
+        binary = f.weight_format == FMT_BINARY
+        m.d.comb += [
+            self.wmem_w.addr.eq(Mux(binary, cnt >> 1, cnt >> 3)),
+            self.wmem_w.data.eq(Mux(binary, Cat(bexp, bexp), Cat(*(c4 * 8)))),
+            self.wmem_w.en.eq(Mux(rfire, Mux(binary, Mux(cnt[0], 0xF0, 0x0F), 1 << cnt[:3]), 0)),
+        ]
+        with m.If(rfire):
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(cnt == f.wbeats - 1):
+                m.d.sync += self.wgt_done.eq(1)
+                m.next = "IDLE"
+
+    def _depthwise_weights(self, m: Module, rbeat: object, cnt: Signal, sub: Signal,
+                           grp: Signal, tap: Signal) -> None:  # fmt: skip
+        """8 / cbits vectors of L codes per beat, in [g][u][w][l] order, each decoded to int8
+        and written to the memory of its tap."""
+        f, L = self.layer, self._hp.lanes
+        wbits, wfmt, cbits = f.weight_bits, f.weight_format, f.cbits
+        vec = Signal(8 * L)
+        for cb in (1, 2, 4, 8):
+            with m.If(cbits == cb):
+                per = 8 // cb
+                m.d.comb += vec[: cb * L].eq(
+                    rbeat.word_select(sub[: max(per.bit_length() - 1, 1)], cb * L)
+                    if per > 1 else rbeat
+                )  # fmt: skip
+        # int codes: two's complement of `bits` bits inside the container.
+        half = Signal(9)
+        m.d.comb += half.eq(C(1, 9) << (wbits - 1).as_unsigned()[:3])
+        lanes_w = []
+        for lane in range(L):
+            wv = Signal(signed(8), name=f"dwv{lane}")
+            with m.Switch(cbits):
+                for cb in (1, 2, 4, 8):
+                    with m.Case(cb):
+                        code = vec[cb * lane : cb * lane + cb]
+                        ival = Mux(code >= half, code - (half << 1), code)
+                        if cb == 1:
+                            m.d.comb += wv.eq(Mux(code[0], -1, 1))
+                        elif cb == 4:
+                            # pow2: sign at bit bits-1, magnitude field below it.
+                            sgn = Mux(wbits == 3, code[2], code[3])
+                            mfield = Mux(wbits == 3, code[0:2], code[0:3])
+                            mag = Mux(mfield == 0, 0, (1 << mfield) >> 1)
+                            m.d.comb += wv.eq(Mux(wfmt == FMT_INT, ival, Mux(sgn, -mag, mag)))
+                        else:
+                            m.d.comb += wv.eq(ival)
+            lanes_w.append(wv)
+        per_beat = Signal(4)
+        m.d.comb += per_beat.eq(8 // 8)
+        with m.Switch(cbits):
+            for cb in (1, 2, 4, 8):
+                with m.Case(cb):
+                    m.d.comb += per_beat.eq(8 // cb)
+        last_sub = (sub == per_beat - 1) | (cnt == f.dw_vecs - 1)
+        with m.If(self.r.valid):
+            for t in range(TAPS):
+                m.d.comb += [
+                    self.dwm_w[t].addr.eq(grp),
+                    self.dwm_w[t].data.eq(Cat(*lanes_w)),
+                    self.dwm_w[t].en.eq(tap == t),
+                ]
+            m.d.comb += self.r.ready.eq(last_sub)
+            m.d.sync += [cnt.eq(cnt + 1), sub.eq(sub + 1)]
+            with m.If(last_sub):
+                m.d.sync += sub.eq(0)
+            with m.If(tap == f.kk - 1):
+                m.d.sync += [tap.eq(0), grp.eq(grp + 1)]
+            with m.Else():
+                m.d.sync += tap.eq(tap + 1)
+            with m.If(cnt == f.dw_vecs - 1):
+                m.d.sync += self.wgt_done.eq(1)
+                m.next = "DWDRAIN"
