@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -70,14 +71,17 @@ def build(cfg: AccelConfig = DEFAULT_CONFIG) -> Path:
 def run(
     testcase: str, env: dict[str, str], bdir: Path, name: str, module: str = "sim.test_accel"
 ) -> tuple[int, int, Path]:
-    """Run one cocotb test function; returns (tests, failures, results.xml)."""
+    """Run one cocotb test function, every parametrization of it; returns (tests, failures,
+    results.xml)."""
     _venv_path()
     runner = get_runner("verilator")
     tdir = BUILD / "runs" / name
     tdir.mkdir(parents=True, exist_ok=True)
     pypath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     xml = runner.test(
-        test_module=module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", testcase=testcase,
+        test_module=module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+        # The function's own name, or one of its cocotb.parametrize names ("name/seed=1...").
+        test_filter=rf"\.{re.escape(testcase)}(\W.*)?$",
         build_dir=bdir, test_dir=tdir,
         extra_env={"PYTHONPATH": pypath, **env}, waves=waves(),
         results_xml=str(tdir / "results.xml"), timescale=("1ns", "1ps"),

@@ -1,7 +1,9 @@
 """cocotb tests of the whole accelerator (``pow2det_accel``) against sim.reference, bit for bit.
 
 Run through pytest (tests/test_rtl_accel.py), which builds the Verilog once with Verilator and
-selects the suite and seed with environment variables:
+runs one cocotb test function per simulator launch. The layer and network tests are
+parametrized (``cocotb.parametrize``) over their seeds and memory-stall probabilities, so one
+launch runs all of them; to rerun one failure, set both environment variables:
 
 * ``ACCEL_SEED``: seed of every random choice (layers, data, memory pauses); printed on failure.
 * ``ACCEL_PAUSE``: probability that the memory model stalls a channel in a given cycle.
@@ -78,6 +80,18 @@ PAUSE = float(os.environ.get("ACCEL_PAUSE", "0.2"))
 RESULTS = os.environ.get("ACCEL_RESULTS")  # JSON lines of per-layer cycles, for the model check
 
 
+def _runs(default: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The (seed, pause) pairs of a parametrized test: ``default``, or the one the environment
+    names (to reproduce a failure)."""
+    if "ACCEL_SEED" in os.environ:
+        return [(SEED, PAUSE)]
+    return default
+
+
+LAYER_RUNS = _runs([(1, 0.0), (2, 0.3)])  # ideal memory (PERF_TOTAL checked too), then stalls
+NETWORK_RUNS = _runs([(4, 0.15), (5, 0.15)])  # the two sizes / depthwise formats
+
+
 def pauses(rng: random.Random, p: float) -> Iterator[bool]:
     while True:
         yield rng.random() < p
@@ -86,6 +100,7 @@ def pauses(rng: random.Random, p: float) -> Iterator[bool]:
 class Harness:
     def __init__(self, dut: object, seed: int, pause: float) -> None:
         self.dut = dut
+        self.pause = pause
         self.ram = AxiRam(
             AxiBus.from_prefix(dut, "m_axi_gmem"), dut.aclk, dut.aresetn,
             reset_active_level=False, size=MEM_SIZE,
@@ -201,7 +216,7 @@ async def check_cycles(h: Harness, d: Descriptor, name: str) -> None:
         assert abs(got - want) <= 0.05 * max(want, 1), (
             f"{name}: PERF_{key.upper()} = {got}, cycle model {want} (more than 5% apart)"
         )
-    if PAUSE == 0:  # ideal memory: the model's total must hold too
+    if h.pause == 0:  # ideal memory: the model's total must hold too
         # 5%, with a floor of 16 cycles: a 1x1-pixel layer is all fixed costs.
         assert abs(perf["total"] - model.total) <= max(0.05 * model.total, 16), (
             f"{name}: PERF_TOTAL = {perf['total']}, cycle model {model.total} (> 5% apart)"
@@ -292,12 +307,13 @@ async def test_registers(dut: object) -> None:
 
 
 @cocotb.test()
-async def test_layers(dut: object) -> None:
+@cocotb.parametrize((("seed", "pause"), LAYER_RUNS))
+async def test_layers(dut: object, seed: int, pause: float) -> None:
     """Every layer type on awkward shapes, one descriptor each, under random memory stalls."""
-    h = Harness(dut, SEED, PAUSE)
+    h = Harness(dut, seed, pause)
     await h.reset()
     only = os.environ.get("ACCEL_CASE")
-    for idx, cs in enumerate(layer_cases(np.random.default_rng(SEED))):
+    for idx, cs in enumerate(layer_cases(np.random.default_rng(seed))):
         if only is not None and int(only) != idx:
             continue
         await run_case(h, cs, idx)
@@ -428,19 +444,20 @@ async def run_network(
 
 
 @cocotb.test()
-async def test_network(dut: object) -> None:
+@cocotb.parametrize((("seed", "pause"), NETWORK_RUNS))
+async def test_network(dut: object, seed: int, pause: float) -> None:
     """A whole random detector-shaped network, layer after layer, equal to the reference."""
-    h = Harness(dut, SEED, PAUSE)
+    h = Harness(dut, seed, pause)
     await h.reset()
-    rng = np.random.default_rng(SEED)
-    size = [(16, 12), (13, 11)][SEED % 2]
-    art = random_network(rng, *size, depthwise_format=["int", "pow2"][SEED % 2])
+    rng = np.random.default_rng(seed)
+    size = [(16, 12), (13, 11)][seed % 2]
+    art = random_network(rng, *size, depthwise_format=["int", "pow2"][seed % 2])
     image = rng.integers(0, 256, size=(3, *size)).astype(np.uint8)
     strip = int(rng.integers(2, 9))
-    got = await run_network(h, art, image, strip, SEED)
+    got = await run_network(h, art, image, strip, seed)
     want = network.run_network(art, image, keep_all=True)
     for n in art.nodes:
-        compare(f"network node {n.name} (strip {strip})", got[n.name], want[n.name], SEED)
+        compare(f"network node {n.name} (strip {strip})", got[n.name], want[n.name], seed)
 
 
 @cocotb.test(skip=os.environ.get("ACCEL_FRAME") is None)
