@@ -19,4 +19,4 @@ bench-hw:
 
 # Only the accelerator's tests (they are also part of `make test`).
 test-rtl:
-	$(RUN) $(VENV)/bin/pytest tests/test_hw_units.py tests/test_rtl_accel.py $(PYTEST_ARGS)
+	$(RUN) $(VENV)/bin/pytest tests/test_hw_units.py tests/test_hw_blocks.py tests/test_rtl_accel.py $(PYTEST_ARGS)
