@@ -75,7 +75,7 @@ def load(name_or_path: str | Path) -> Board:
     def bad(field: str, why: str) -> BoardError:
         return BoardError(f"{path}: {field}: {why}")
 
-    def get(field: str, typ: type | tuple[type, ...], table: dict = data, prefix: str = "") -> object:
+    def get(field: str, typ: type | tuple, table: dict = data, prefix: str = "") -> object:
         if field not in table:
             raise bad(prefix + field, "missing")
         v = table[field]
