@@ -32,7 +32,6 @@ import queue
 import threading
 import time
 import traceback
-import typing
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,9 +53,7 @@ class Item:
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> start, end
 
 
-# Type aliases are evaluated at run time: typing's generics, not ``tuple[...]`` (Python 3.9+),
-# so that the module imports on Python 3.8. A row: frame index, stage -> (start, end).
-Row = typing.Tuple[int, typing.Dict[str, typing.Tuple[float, float]]]
+Row = tuple[int, dict[str, tuple[float, float]]]  # frame index, stage -> (start, end)
 
 
 @dataclass
@@ -93,7 +90,7 @@ class PipelineResult:
         self.last_end = end if self.last_end is None else max(self.last_end, end)
 
 
-Stage = typing.Tuple[str, typing.Callable[[Item], None]]
+Stage = tuple[str, Callable[[Item], None]]
 
 
 class Pipeline:
