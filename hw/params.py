@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sw.contract import buffers
 
-# Re-exported for the RTL modules (hw/top.py, hw/depthwise.py); defined in the contract.
+# Re-exported for the RTL modules; defined in the contract.
 from sw.contract.buffers import ADD_CHUNK, BANKS, DENSE_CODE_BITS, DW_TAPS, MAX_KERNEL
 from sw.contract.config import AccelConfig, ConfigError
 

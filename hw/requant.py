@@ -24,7 +24,7 @@ ChannelConst = data.StructLayout(
         "shift": unsigned(SHIFT_BITS),
     }
 )
-# The on-chip layout is the DDR record's bit for bit up to the shift (hw/top.py copies it so).
+# The on-chip layout is the DDR record's bit for bit up to the shift (hw/router.py copies it so).
 assert all(
     8 * CHANNEL_RECORD.fields[n][1] == ChannelConst[n].offset
     for n in ("bias", "m_pos", "m_neg", "shift")

@@ -62,7 +62,7 @@ class CompileError(ValueError):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the PL computes: exactly what the RTL's descriptor check accepts (hw/top.py, state
+    """What the PL computes: exactly what the RTL's descriptor check accepts (hw/check.py, state
     CHECK; the sets are the contract's, sw/contract/descriptor.py): kernels 1/3/5, strides 1/2,
     dense weights 3/4-bit pow2 or binary, depthwise weights 3/4-bit pow2, binary or 2..8-bit
     int, and the residual add. An AccelConfig field of the same name overrides a default, so a

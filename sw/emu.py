@@ -214,7 +214,7 @@ class EmuDevice:
 
     def check(self, d: Descriptor) -> None:
         """The refusals of the interface's ERROR_CODE, in the order the RTL's CHECK state tests
-        them (hw/top.py): opcode, kernel/stride/pad/format, strip, sizes, buffers."""
+        them (hw/check.py): opcode, kernel/stride/pad/format, strip, sizes, buffers."""
         cfg, caps = self.cfg, self.caps
         conv = d.op in (OP_DENSE, OP_DEPTHWISE)
         if not conv and d.op != OP_ADD:

@@ -11,7 +11,7 @@ It follows the RTL's loops exactly for the engine counters:
 
 * dense (PERF_DENSE): one issue cycle per (strip, output row, output group, pixel, input group,
   kernel row, kernel column): ``W_out * H_out * G_out * G_in * k * k``;
-* depthwise (PERF_DW): per (strip, output row, group) the column streamer of ``hw/top.py``
+* depthwise (PERF_DW): per (strip, output row, group) the column streamer of ``hw/compute.py``
   (one column shifted in per cycle, ``ceil(k*k / 9)`` compute cycles per output pixel, the last
   one overlapping the next column), emulated below;
 * eltwise (PERF_ELTWISE): one cycle per L-channel word.
@@ -33,7 +33,8 @@ from sw.contract.config import AccelConfig
 from sw.contract.descriptor import FMT_BINARY, OP_ADD, OP_DENSE
 from sw.contract.layout import groups
 
-# Controller costs in cycles, read off the RTL's state machines (hw/top.py):
+# Controller costs in cycles, read off the RTL's state machines (hw/controller.py, hw/sequencer.py,
+# hw/compute.py):
 LAYER_FIXED = 19  # NEXT, FETCH, descriptor beats, 4 SETUP, CHECK, GO, RUN exit, first tag pops
 SEG_OVERHEAD = 2  # SEG (queue the write command) + NEXTSEG per output group of a row
 ROW_OVERHEAD = 1  # ROW state per output row

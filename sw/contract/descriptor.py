@@ -1,7 +1,7 @@
 """Layer descriptors of the accelerator (docs/accelerator-interface.md): 64 bytes each.
 
 The one encoder/decoder of the descriptor format, used by the compiler, the drivers, the RTL's
-descriptor fetch (``hw/top.py`` slices its fields with :data:`LAYOUT`) and the testbenches
+descriptor fetch (``hw/controller.py`` slices its fields with :data:`LAYOUT`) and the testbenches
 alike, so that they cannot drift apart.
 """
 
@@ -19,7 +19,7 @@ WEIGHT_FORMAT_CODES = {"pow2": FMT_POW2, "binary": FMT_BINARY, "int": FMT_INT}
 
 # What the interface-1 RTL's CHECK accepts (docs/accelerator-interface.md); the compiler's
 # Capabilities default to these, the emulator refuses the rest with ERR_SHAPE as the RTL does,
-# and hw/top.py builds its CHECK from them.
+# and hw/check.py builds CHECK from them.
 KERNELS = (1, 3, 5)  # dense and depthwise
 STRIDES = (1, 2)
 POW2_BITS = (3, 4)  # pow2 widths both engines take (5- and 8-bit pow2 run on the CPU)

@@ -1,7 +1,7 @@
 """The AXI4-Lite register map of ``pow2det_accel`` (docs/accelerator-interface.md, Registers).
 
 One table, :data:`REGISTERS`, says for every register its byte offset, name, access and bit
-fields. The RTL's register file (``hw/top.py``), the emulator (``sw/emu.py``), the driver
+fields. The RTL's register file (``hw/regfile.py``), the emulator (``sw/emu.py``), the driver
 (``sw/driver.py``) and the testbenches read their offsets and bits from here, and
 ``tests/test_contract.py`` compares the table with the one in the interface document row by
 row, so the document, the hardware and the software cannot disagree about a register.
