@@ -92,7 +92,7 @@ def _measured(meta: dict[str, Any]) -> tuple[float, float]:
 
     def num(key: str) -> float:
         v = m.get(key)
-        return float(v) if isinstance(v, int | float) else -1.0
+        return float(v) if isinstance(v, (int, float)) else -1.0
 
     return num("tud_person_ap"), num("voc_sample_map_all")
 
@@ -443,9 +443,13 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
                                                              args.max_frames)  # fmt: skip
     bar = None
     if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="frame", desc=Path(args.input).name[:30], file=sys.stderr)
+        try:
+            from tqdm import tqdm
+        except ImportError:  # not a dependency of the board wheel: no bar then
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=total, unit="frame", desc=Path(args.input).name[:30],
+                       file=sys.stderr)  # fmt: skip
     ctx = {"args": args, "model_path": model_path, "art": art, "plan": plan, "source": source,
            "det": det, "stops": stops}  # fmt: skip
     last_snapshot = [time.monotonic()]

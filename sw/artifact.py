@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from sw.compat import zip_strict
+
 # The integer limits are the contract's (M <= MULT_MAX, S <= SHIFT_MAX, 32-bit accumulators).
 from sw.contract.arith import ACC_MAX, MULT_MAX, SHIFT_MAX
 
@@ -247,7 +249,7 @@ def _is_name(v: Any) -> bool:
 
 def _is_pos(v: Any, hi: float) -> bool:
     """A finite number (not a bool) in (0, hi]."""
-    return not isinstance(v, bool) and isinstance(v, int | float) and 0 < v <= hi
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= hi
 
 
 def _check_quant(q: Quant, where: str) -> None:
@@ -257,7 +259,7 @@ def _check_quant(q: Quant, where: str) -> None:
         _fail(f"{where}: activation bits {q.bits} not in 2..8")
     if isinstance(q.zero, bool) or not isinstance(q.zero, int) or not 0 <= q.zero <= q.qmax:
         _fail(f"{where}: zero point {q.zero} outside 0..{q.qmax}")
-    if isinstance(q.scale, bool) or not isinstance(q.scale, int | float | np.floating):
+    if isinstance(q.scale, bool) or not isinstance(q.scale, (int, float, np.floating)):
         _fail(f"{where}: scale {q.scale!r} must be a number")
     if not (math.isfinite(q.scale) and q.scale > 0):
         _fail(f"{where}: scale {q.scale!r} must be finite and positive")
@@ -357,7 +359,7 @@ def validate(art: Artifact) -> dict[str, tuple[int, int, int]]:
         _fail(f"input name {art.input_name!r} must be a non-empty printable string")
     _check_quant(art.input_quant, f"input {art.input_name!r}")
     if (
-        not isinstance(art.input_shape, tuple | list)
+        not isinstance(art.input_shape, (tuple, list))
         or len(art.input_shape) != 3
         or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in art.input_shape)
     ):
@@ -409,7 +411,7 @@ def validate(art: Artifact) -> dict[str, tuple[int, int, int]]:
                 _fail(f"{where}: activation {node.attrs.get('activation')!r} not linear/relu")
             shapes[node.name] = in_shapes[0]
         elif node.op == "concat":
-            for s, sh, q in zip(node.inputs, in_shapes, in_q, strict=True):
+            for s, sh, q in zip_strict(node.inputs, in_shapes, in_q):
                 if sh[1:] != (h, w):
                     _fail(f"{where}: input {s!r} is {sh[1]}x{sh[2]}, expected {h}x{w}")
                 if not q.same_as(node.quant):
@@ -934,7 +936,7 @@ def _quant_from(d: Any, where: str) -> Quant:
     bits = _int(d, "bits", where, 0, 64)
     zero = _int(d, "zero", where, INT32_MIN, INT32_MAX)
     scale = d["scale"]
-    if isinstance(scale, bool) or not isinstance(scale, int | float):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         _fail(f"{where}: scale must be a number")
     scale = float(scale)
     if not (math.isfinite(scale) and 0 < scale < 3e38):

@@ -11,11 +11,23 @@ its name and measured mAP go into the report.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from models.paths import data_dir
 from sw import app
+
+
+def data_dir() -> Path:
+    """The data folder: the checkout's (``models.paths.data_dir``: ``data/`` once filled, else
+    ``$POW2DET_DATA``); on a board, where the runtime is installed without ``models/``,
+    ``$POW2DET_DATA`` or ``./data``."""
+    try:
+        from models.paths import data_dir as checkout_data_dir
+    except ImportError:
+        return Path(os.environ.get("POW2DET_DATA", "data"))
+    return checkout_data_dir()
+
 
 CLIP = Path("video") / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
 

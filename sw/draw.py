@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from sw.compat import zip_strict
 from sw.postprocess import Detections
 
 
@@ -20,8 +21,8 @@ def draw_detections(frame: np.ndarray, det: Detections, names: list[str]) -> np.
     """Boxes with 'class score' labels drawn into ``frame`` (BGR); returns the frame."""
     h, w = frame.shape[:2]
     thick = max(1, round(min(h, w) / 320))
-    for (x1, y1, x2, y2), s, c in zip(det.boxes.tolist(), det.scores.tolist(),
-                                      det.classes.tolist(), strict=True):  # fmt: skip
+    for (x1, y1, x2, y2), s, c in zip_strict(det.boxes.tolist(), det.scores.tolist(),
+                                             det.classes.tolist()):  # fmt: skip
         color = class_color(c)
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
         cv2.rectangle(frame, p1, p2, color, thick)

@@ -32,6 +32,7 @@ import queue
 import threading
 import time
 import traceback
+import typing
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ class Item:
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> start, end
 
 
-Row = tuple[int, dict[str, tuple[float, float]]]  # frame index, stage -> (start, end)
+# Type aliases are evaluated at run time: typing's generics, not ``tuple[...]`` (Python 3.9+),
+# so that the module imports on Python 3.8. A row: frame index, stage -> (start, end).
+Row = typing.Tuple[int, typing.Dict[str, typing.Tuple[float, float]]]
 
 
 @dataclass
@@ -90,7 +93,7 @@ class PipelineResult:
         self.last_end = end if self.last_end is None else max(self.last_end, end)
 
 
-Stage = tuple[str, Callable[[Item], None]]
+Stage = typing.Tuple[str, typing.Callable[[Item], None]]
 
 
 class Pipeline:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sw.artifact import FORMAT_VERSION, Node, Output, Quant
+from sw.compat import zip_strict
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import DESCRIPTOR_BYTES, OP_ADD, Descriptor, pack_program
 from sw.contract.layout import ALIGN, groups
@@ -214,7 +215,7 @@ class Plan:
         def fmt(r: list[str]) -> str:
             cells = [
                 c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                for i, (c, w) in enumerate(zip_strict(r, widths))
             ]
             return "  ".join(cells).rstrip()
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from sw.artifact import Output, Quant
+from sw.compat import zip_strict
 from sw.preprocess import Letterbox
 
 
@@ -42,8 +43,8 @@ class Detections:
 
     def to_json(self, names: list[str]) -> list[dict[str, Any]]:
         out = []
-        for b, s, c in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(),
-                           strict=True):  # fmt: skip
+        for b, s, c in zip_strict(self.boxes.tolist(), self.scores.tolist(),
+                                  self.classes.tolist()):  # fmt: skip
             out.append({
                 "class": names[c] if c < len(names) else str(c), "class_id": int(c),
                 "score": round(float(s), 4), "box": [round(float(v), 1) for v in b],

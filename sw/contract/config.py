@@ -46,7 +46,7 @@ class AccelConfig:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{name} = {v!r}: must be an integer")
         c = self.clock_mhz
-        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 < c < math.inf:
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < math.inf:
             raise ConfigError(f"clock_mhz = {c!r}: must be a number > 0")
         if not pow2(self.lanes) or not 4 <= self.lanes <= 64:
             raise ConfigError(f"lanes = {self.lanes}: must be a power of two in 4..64")

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
+from sw.compat import zip_strict
 from sw.contract.buffers import ADD_CHUNK, DW_TAPS, dw_phases, weight_container_bits
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import FMT_BINARY, OP_ADD, OP_DENSE
@@ -130,7 +131,7 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     wwin = [(wc - 1) * st + k for wc in widths]
     # Input columns of each strip window that lie inside the map (the rest is border padding).
     n_in = []
-    for j0, wc in zip(range(0, wo, ws), widths, strict=True):
+    for j0, wc in zip_strict(range(0, wo, ws), widths):
         first = j0 * st - p
         last = first + (wc - 1) * st + k - 1
         n_in.append(min(last, w - 1) - max(first, 0) + 1)
