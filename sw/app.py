@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sw import artifact as artifact_mod
+from sw import info, selftest
 from sw.accel_config import AccelConfig, ConfigError
 from sw.artifact import Artifact, ArtifactError
 from sw.backends import BACKENDS, Backend, BackendUnavailable, make_backend
@@ -243,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--emulate-build", metavar="JSON",
                    help="emu: model the accelerator as this other build (to check the refusal of "
                         "a plan compiled for another configuration)")  # fmt: skip
+    # The board's checks: sw/selftest.py and sw/info.py own their options.
+    t = sub.add_parser(
+        "selftest",
+        help="check the accelerator bit for bit: fixed layer cases and one frame",
+        description="Runs fixed layer cases and one frame of a committed detector through the "
+        "backend and the emulator, compares every output code and the golden SHA-256 digests "
+        "of the NumPy reference, checks the ID and CONFIG registers, and prints a table with "
+        "the PERF cycles beside the cycle model's. Exit status: 0 all passed, 1 a check "
+        "failed, 2 it could not start.",
+    )
+    selftest.add_arguments(t)
+    i = sub.add_parser(
+        "info",
+        help="the board, the overlay build (its registers) and the runtime's configuration",
+        description="Prints the board (/proc/device-tree/model), the package and contract "
+        "versions, the accelerator configuration and, when a backend can start, the overlay's "
+        "ID and CONFIG registers.",
+    )
+    info.add_arguments(i)
     return p
 
 
@@ -580,7 +600,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.command == "detect":
         return run_detect(args)
+    if args.command in ("selftest", "info"):
+        return _run_board_command(args)
     return 2
+
+
+def _run_board_command(args: argparse.Namespace) -> int:
+    """``selftest`` and ``info``: a bad option or a backend that cannot start is one line and
+    exit 2, as for ``detect``."""
+    try:
+        if args.command == "selftest":
+            return selftest.run_command(args, load_config)
+        return info.run_command(args, load_config)
+    except (UsageError, selftest.SelftestError, BackendUnavailable, ArtifactError) as e:
+        _say(f"error: {e}")
+        return 2
 
 
 if __name__ == "__main__":

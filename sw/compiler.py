@@ -214,7 +214,7 @@ def lower(art: Artifact, cfg: AccelConfig, cpu_fallback: bool = False) -> Graph:
         if n.op == "conv":
             kind = "dense" if n.attrs["groups"] == 1 else "depthwise"
         layers.append(GLayer(n.name, n.op, kind, list(n.inputs), n, shapes[n.name]))
-    quants = {art.input_name: art.input_quant} | {n.name: n.quant for n in art.nodes}
+    quants = {art.input_name: art.input_quant, **{n.name: n.quant for n in art.nodes}}
     return Graph(art, cfg, Capabilities.of(cfg), layers, shapes, quants, cpu_fallback)
 
 
