@@ -467,7 +467,7 @@ def run_selftest(
     """Every case through ``backend`` and the emulator; ``options`` go to the backend's
     constructor (``bitstream``, ``timeout_s`` ...). ``factory(name, plan)`` makes the backend
     instead of ``sw.backends.make_backend`` (the rtl path and tests use it)."""
-    from sw.backends import make_backend
+    from sw.backends import BackendUnavailable, make_backend
     from sw.backends.emu import EmuBackend
     from sw.compiler import compile_model
     from sw.driver import AcceleratorError
@@ -534,11 +534,16 @@ def run_selftest(
             if emu_only and not registers_checked:
                 report.results.insert(0, check_registers(*_read_regs(emu), cfg))
                 registers_checked = True
+        except BackendUnavailable:
+            raise  # not a failed check: the self-test cannot run here
         except AcceleratorError as e:  # a refused plan, an ERROR status, a timeout
             res.note = f"{backend}: {e}"
             if not registers_checked:
                 report.results.insert(0, CaseResult("registers", False, note=str(e)))
                 registers_checked = True
+            continue
+        except Exception as e:  # noqa: BLE001 - a crash fails this case; the others still run
+            res.note = f"{backend}: {type(e).__name__}: {e}"
             continue
         res.measured = int(dev.stats.perf.get("total", 0)) if dev.stats.pl_runs else None
         n, where = _compare(case.name, art, got, ref)
