@@ -560,6 +560,87 @@ def run_selftest(
     return report
 
 
+# -- the rtl backend --------------------------------------------------------------------------
+
+RTL_RUNNER = PACKAGE_DIR.parent / "deploy" / "package" / "selftest_rtl.py"
+
+
+class _Recorded:
+    """A backend that replays what the RTL simulation computed for one plan (its outputs,
+    PERF counters and registers), so that it is compared like any live backend."""
+
+    def __init__(self, regs: list[int], entry: dict[str, Any]) -> None:
+        from sw.driver import AcceleratorError, RunStats
+
+        if "error" in entry:
+            raise AcceleratorError(entry["error"])
+        self.outputs = entry["outputs"]
+        self.stats = RunStats(pl_runs=int(entry.get("pl_runs", 0)),
+                              perf={"total": int(entry.get("perf_total", 0))})  # fmt: skip
+        values = dict(zip((REG_ID, REG_CONFIG, REG_CONFIG2), regs))
+
+        class _Regs:
+            async def read_reg(self, offset: int) -> int:
+                return values[offset]
+
+        self.driver = type("RecordedDriver", (), {"t": _Regs()})()
+
+    def run(self, image: np.ndarray, hwc: bool = False) -> dict[str, np.ndarray]:
+        return self.outputs
+
+    def close(self) -> None:
+        pass
+
+
+def rtl_factory(cfg: AccelConfig, model: str | None = None,
+                timeout_s: float = 3600.0) -> BackendFactory:  # fmt: skip
+    """Run every case on the Verilator model first (``deploy/package/selftest_rtl.py``, in a
+    development checkout: cocotb cannot run inside this process), then hand out backends that
+    replay each plan's recorded results."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from sw.backends import BackendUnavailable
+
+    if not RTL_RUNNER.is_file() or not (PACKAGE_DIR.parent / "sim" / "rtl_build.py").is_file():
+        raise BackendUnavailable(
+            "rtl backend: needs the development checkout (deploy/package/selftest_rtl.py, "
+            "sim/, cocotb and Verilator); on a board use --backend pynq"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="pow2det-selftest-rtl-"))
+    cmd = [sys.executable, str(RTL_RUNNER), "--out", str(folder),
+           "--config", json.dumps(cfg.as_dict()), "--model", str(model or "")]  # fmt: skip
+    print("running the cases on the Verilator model (building it first if needed) ...",
+          flush=True)  # fmt: skip
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        index_file = folder / "index.json"
+        if not index_file.is_file():
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            raise BackendUnavailable(f"rtl backend: the simulation did not run "
+                                     f"({r.returncode}): {' | '.join(tail)}")  # fmt: skip
+        index = json.loads(index_file.read_text())
+        for entry in index["cases"].values():
+            if "file" in entry and (folder / entry["file"]).is_file():
+                with np.load(folder / entry["file"]) as z:
+                    entry["outputs"] = {k: z[k] for k in z.files}
+            elif "error" not in entry:
+                entry["error"] = "the RTL simulation did not finish this case"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def make(_name: str, plan: Any) -> Any:
+        from sw.driver import AcceleratorError
+
+        entry = index["cases"].get(plan.model_name)
+        if entry is None:
+            raise AcceleratorError("the RTL simulation did not reach this case")
+        return _Recorded(index["registers"], entry)
+
+    return make
+
+
 # -- the table --------------------------------------------------------------------------------
 
 
@@ -636,9 +717,7 @@ def run_command(args: argparse.Namespace, load_config: Callable[[str | None], Ac
             return EmuBackend(plan, device_cfg=other, timeout_s=args.timeout)
 
     if args.backend == "rtl":
-        from sw.selftest_rtl import rtl_factory
-
-        factory = rtl_factory(cfg)
+        factory = rtl_factory(cfg, args.model)
     print(f"shiftdet selftest: backend {label}, build "
           + ", ".join(f"{k} {v}" for k, v in cfg.as_dict().items()), flush=True)  # fmt: skip
     try:

@@ -154,6 +154,10 @@ def test_selftest_passes_in_fresh_venv(fresh_venv: Path, tmp_path: Path) -> None
     r = _run(fresh_venv, fresh_venv / "bin" / "shiftdet", "info", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "pow2det-board" in r.stdout
+    # The RTL is not in the wheel: one line, exit 2.
+    r = _run(fresh_venv, fresh_venv / "bin" / "shiftdet", "selftest", "--backend", "rtl",
+             cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "needs the development checkout" in r.stderr, r.stderr
 
 
 def test_detect_in_fresh_venv_matches_the_checkout(fresh_venv: Path, tmp_path: Path,

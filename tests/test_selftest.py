@@ -190,3 +190,13 @@ def test_board_model_from_device_tree(tmp_path: Path) -> None:
     p.write_bytes(b"Avnet Ultra96-V2 Rev1\0")
     assert info.board_model(p) == "Avnet Ultra96-V2 Rev1"
     assert info.board_model(tmp_path / "none").startswith("not a board")
+
+
+@pytest.mark.slow
+def test_selftest_passes_on_the_rtl(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every case on the Verilator model of hw/ (built on first use, minutes; then ~40 s)."""
+    pytest.importorskip("cocotb")
+    pytest.importorskip("sim.rtl_build")
+    assert app.main(["selftest", "--backend", "rtl"]) == 0, capsys.readouterr().out
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 12 and set(rows.values()) == {"PASS"}, rows
