@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from sw.compat import zip_strict
 from sw.contract.buffers import ADD_CHUNK, DW_TAPS, dw_phases, weight_container_bits
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import FMT_BINARY, OP_ADD, OP_DENSE
@@ -131,7 +130,12 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     wwin = [(wc - 1) * st + k for wc in widths]
     # Input columns of each strip window that lie inside the map (the rest is border padding).
     n_in = []
-    for j0, wc in zip_strict(range(0, wo, ws), widths):
+    starts = range(0, wo, ws)
+    # One start per strip by construction; checked here because the contract imports nothing
+    # but numpy and itself (so not sw.compat's zip_strict; zip(strict=) needs Python 3.10).
+    if len(starts) != len(widths):
+        raise ValueError(f"{len(starts)} strip starts for {len(widths)} strip widths")
+    for j0, wc in zip(starts, widths):
         first = j0 * st - p
         last = first + (wc - 1) * st + k - 1
         n_in.append(min(last, w - 1) - max(first, 0) + 1)
