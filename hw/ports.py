@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from amaranth.lib.wiring import In, Out
 
+from sw.contract import ip
 from sw.contract.registers import ADDR_BITS
 
-LITE_PREFIX = "s_axi_control_"
-GMEM_PREFIX = "m_axi_gmem_"
-CLOCK, RESET_N, IRQ = "aclk", "aresetn", "irq"
+LITE_PREFIX = ip.LITE_INTERFACE + "_"
+GMEM_PREFIX = ip.MASTER_INTERFACE + "_"
+CLOCK, RESET_N, IRQ = ip.CLOCK_PORT, ip.RESET_N_PORT, ip.IRQ_PORT
 
 
 def control_ports() -> dict[str, object]:

@@ -1,12 +1,11 @@
-"""Vivado Tcl generation for the board builds (planned: the generator itself is not written yet).
+"""Vivado Tcl generation for the board builds.
 
-The constants here are the one place the IP's VLNV and the Vivado versions the scripts target
-are named; the sw/ pynq backend can import IP_NAME / VLNV from here.
+The IP's VLNV, its interface names and the Vivado versions the scripts target live in the
+contract (``sw/contract/ip.py``) so that the PYNQ backend finds the IP by the same VLNV.
 """
 
 from __future__ import annotations
 
-IP_VENDOR, IP_LIBRARY, IP_NAME, IP_VERSION = "pow2det.org", "pow2det", "pow2det_accel", "1.0"
-VLNV = f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{IP_VERSION}"
-# PYNQ 3.0 images are built with Vivado 2022.1; 2022.2 keeps the same board-preset commands.
-VIVADO_VERSIONS = ("2022.1", "2022.2")
+from sw.contract.ip import IP_LIBRARY, IP_NAME, IP_VENDOR, IP_VERSION, VIVADO_VERSIONS, VLNV
+
+__all__ = ["IP_LIBRARY", "IP_NAME", "IP_VENDOR", "IP_VERSION", "VIVADO_VERSIONS", "VLNV"]
