@@ -78,6 +78,15 @@ class Transport(Protocol):
     ``wait_done`` returns True once STATUS.DONE or STATUS.ERROR is set (by interrupt or by
     polling, the transport's choice) and False when ``timeout_s`` passes first; it must return
     in about ``timeout_s`` whatever the hardware does.
+
+    Two optional hooks, for transports whose memory the CPU reaches through a cache (pynq's
+    cacheable buffers); the emu and RTL transports have neither, and the driver then skips them:
+
+    * ``async sync_to_device()``: called once before every PL run (before its first register
+      write), so that everything written since the last call (``write_mem`` or a ``view``) is
+      in DDR when the accelerator fetches it: one flush per run, not one per write;
+    * ``async sync_from_device(addr, nbytes)``: called before every ``read_mem`` of a tensor,
+      with that tensor's byte range only, so the CPU reads what the accelerator wrote.
     """
 
     async def write_reg(self, offset: int, value: int) -> None: ...
@@ -166,8 +175,20 @@ class Driver:
         await self.t.write_mem(self.plan.base, self.plan.memory)
         self._opened = True
 
+    async def _sync_to_device(self) -> None:
+        hook = getattr(self.t, "sync_to_device", None)
+        if hook is not None:
+            await hook()
+
+    async def _read_mem(self, addr: int, nbytes: int) -> np.ndarray:
+        hook = getattr(self.t, "sync_from_device", None)
+        if hook is not None:
+            await hook(addr, nbytes)
+        return await self.t.read_mem(addr, nbytes)
+
     async def _run_pl(self, step: PLStep) -> None:
         t, plan = self.t, self.plan
+        await self._sync_to_device()  # the input, CPU steps' outputs, at open the whole image
         await t.write_reg(REG_STATUS, STATUS_W1C)  # clear the sticky DONE and ERROR bits
         await t.write_reg(REG_DESC_ADDR, plan.program_addr(step.first))
         await t.write_reg(REG_DESC_COUNT, step.count)
@@ -201,7 +222,7 @@ class Driver:
 
     async def _read_tensor(self, name: str) -> np.ndarray:
         off, size = self.plan.tensor_bytes(name)
-        return self.plan.decode_tensor(name, await self.t.read_mem(self.plan.base + off, size))
+        return self.plan.decode_tensor(name, await self._read_mem(self.plan.base + off, size))
 
     async def _run_cpu(self, step: CPUStep) -> None:
         plan = self.plan
