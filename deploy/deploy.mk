@@ -9,17 +9,19 @@ HOST ?=
 DRY_RUN ?=
 REMOTE_DIR ?= pow2det
 SSH_OPTS ?=
+# Root of the per-board folders (scripts, Verilog, Vivado project, outputs).
+DEPLOY_OUT ?= build/deploy
 
 .PHONY: bitstream bitstream-scripts deploy
 
 bitstream-scripts:
-	@$(RUN) $(VPY) -m deploy.vivado scripts --board $(BOARD)
+	@$(RUN) $(VPY) -m deploy.vivado scripts --board $(BOARD) --out $(DEPLOY_OUT)
 
 # Without vivado on PATH: one line (the scripts are written all the same), exit status 2.
 bitstream:
-	@$(RUN) $(VPY) -m deploy.vivado bitstream --board $(BOARD)
+	@$(RUN) $(VPY) -m deploy.vivado bitstream --board $(BOARD) --out $(DEPLOY_OUT)
 
 deploy:
-	@$(RUN) $(VPY) -m deploy.vivado deploy --board $(BOARD) --host "$(HOST)" \
+	@$(RUN) $(VPY) -m deploy.vivado deploy --board $(BOARD) --out $(DEPLOY_OUT) --host "$(HOST)" \
 		--remote-dir "$(REMOTE_DIR)" --ssh-opts "$(SSH_OPTS)" \
 		$(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)
