@@ -1,11 +1,13 @@
 """Backends: one interface to run a compiled plan, frame by frame.
 
 * ``emu``  the functional model of the accelerator (``sw.emu``) in process, plus the CPU steps;
-* ``pynq`` the accelerator on a Zynq board (bitstream + .hwh, pynq buffers, MMIO, interrupt);
+* ``pynq`` the accelerator on a Zynq board (overlay .bit + .hwh, the IP by VLNV, its MMIO, a
+  cacheable pynq buffer flushed and invalidated, its interrupt or polling);
 * ``rtl``  (a transport for cocotb testbenches, not a frame backend: ``sw/backends/rtl.py``).
 
 Both frame backends run the same register-level driver (``sw.driver``); they differ only in the
-transport underneath.
+transport underneath (pynq's adds the driver's optional cache hooks, ``sync_to_device`` and
+``sync_from_device``).
 """
 
 from __future__ import annotations

@@ -216,7 +216,11 @@ class PynqBackend(Backend):
 
     def _open(self, pynq: Any, plan: Plan, bit: Path, timeout_s: float, use_irq: bool,
               ip: str | None, cacheable: bool) -> None:  # fmt: skip
-        self.overlay = pynq.Overlay(str(bit))
+        # Download only when another bitstream is loaded: the self-test opens a backend per
+        # case, and a download resets the PL (and the interrupt controller's state) each time.
+        self.overlay = pynq.Overlay(str(bit), download=False)
+        if not self.overlay.is_loaded():
+            self.overlay.download()
         self.ip_name, desc = find_ip(self.overlay.ip_dict, ip)
         driver = _ip_driver(self.overlay, self.ip_name)
         self.mmio = getattr(driver, "mmio", None) or pynq.MMIO(
