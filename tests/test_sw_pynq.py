@@ -83,6 +83,12 @@ def test_ip_found_by_vlnv_not_by_name() -> None:
     assert interrupt_pin(find_ip(d)[1]) is None  # no routed interrupt: the backend polls
     # an RTL module reference in the block design carries Vivado's module_ref VLNV
     assert find_ip(_ip_dict(("m", "xilinx.com:module_ref:pow2det_accel:1.0")))[0] == "m"
+    # ... which PYNQ keys by instance/interface, its irq pin then only in interrupt_pins
+    d = _ip_dict(("m/s_axi_control", "xilinx.com:module_ref:pow2det_accel:1.0"))
+    key, desc = find_ip(d)
+    desc["interrupts"] = {}
+    pins = {"m/irq": {"controller": "axi_intc_0", "index": 0, "fullpath": "m/irq"}}
+    assert interrupt_pin(desc, key, pins) == "m/irq" and interrupt_pin(desc, key, {}) is None
 
 
 def test_ip_other_version_warns_missing_ip_is_one_line() -> None:

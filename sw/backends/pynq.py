@@ -76,11 +76,24 @@ def find_ip(
     return key, ip_dict[key]
 
 
-def interrupt_pin(desc: Mapping[str, Any]) -> str | None:
+def interrupt_pin(
+    desc: Mapping[str, Any], key: str = "", interrupt_pins: Mapping[str, Any] | None = None
+) -> str | None:
     """The full path of the IP's ``irq`` pin when the .hwh routes it to an interrupt controller
-    PYNQ knows (``ip_dict[ip]["interrupts"]`` is empty when it does not), else None."""
+    PYNQ knows (``ip_dict[ip]["interrupts"]`` is empty when it does not), else None.
+
+    A module reference is keyed ``<instance>/<its AXI-Lite interface>`` in ``ip_dict`` and its
+    pins are then not in its entry; ``key`` and the overlay's ``interrupt_pins`` find
+    ``<instance>/irq`` for it."""
     entry = (desc.get("interrupts") or {}).get(IRQ_PORT)
-    return str(entry["fullpath"]) if entry and entry.get("fullpath") else None
+    if entry and entry.get("fullpath"):
+        return str(entry["fullpath"])
+    mem_id = desc.get("mem_id")
+    if interrupt_pins and mem_id and key.endswith(f"/{mem_id}"):
+        pin = f"{key[: -len(mem_id) - 1]}/{IRQ_PORT}"
+        if pin in interrupt_pins:
+            return pin
+    return None
 
 
 class PynqTransport:
@@ -226,7 +239,8 @@ class PynqBackend(Backend):
         self.mmio = getattr(driver, "mmio", None) or pynq.MMIO(
             desc["phys_addr"], desc["addr_range"]
         )
-        pin = interrupt_pin(desc) if use_irq else None
+        pins = getattr(self.overlay, "interrupt_pins", None)
+        pin = interrupt_pin(desc, self.ip_name, pins) if use_irq else None
         irq = getattr(driver, IRQ_PORT, None) if pin else None  # DefaultIP made it from the pin
         if pin and not hasattr(irq, "wait"):
             try:
