@@ -9,6 +9,8 @@ HOST ?=
 DRY_RUN ?=
 REMOTE_DIR ?= pow2det
 SSH_OPTS ?=
+# Vivado's -jobs for synthesis and implementation (build.tcl reads $POW2DET_JOBS).
+JOBS ?= $(shell nproc 2>/dev/null || echo 4)
 # Root of the per-board folders (scripts, Verilog, Vivado project, outputs).
 DEPLOY_OUT ?= build/deploy
 
@@ -19,7 +21,7 @@ bitstream-scripts:
 
 # Without vivado on PATH: one line (the scripts are written all the same), exit status 2.
 bitstream:
-	@$(RUN) $(VPY) -m deploy.vivado bitstream --board $(BOARD) --out $(DEPLOY_OUT)
+	@POW2DET_JOBS=$(JOBS) $(RUN) $(VPY) -m deploy.vivado bitstream --board $(BOARD) --out $(DEPLOY_OUT)
 
 deploy:
 	@$(RUN) $(VPY) -m deploy.vivado deploy --board $(BOARD) --out $(DEPLOY_OUT) --host "$(HOST)" \

@@ -79,6 +79,7 @@ proc mock_value {cmd argv} {
             }
             switch -- $prop {
                 PROGRESS { return 100% }
+                STATUS { return $::env(MOCK_IMPL_STATUS) }
                 DIRECTORY { return /mock/run }
                 SLACK { return [expr {$obj eq "path:hold" ? $::env(MOCK_WHS) : $::env(MOCK_WNS)}] }
                 name { return $obj }
@@ -183,14 +184,16 @@ def write_mock(tmp: Path, board: boards.Board, ports_override=None) -> Path:
 
 def mock_env(tmp: Path, board: boards.Board, *, wns: float = 0.25, whs: float = 0.02,
              version: str = "2022.1", board_files: bool = True,
-             board_parts: str | None = None) -> dict[str, str]:  # fmt: skip
+             board_parts: str | None = None,
+             impl_status: str = "route_design Complete!") -> dict[str, str]:  # fmt: skip
     """The mock's settings; ``board_parts``: the installed board parts (default: the board's
     own where ``board_files``, else none)."""
     if board_parts is None:
         board_parts = board.board_part if board_files else ""
     return {
         **os.environ, "MOCK_LOG": str(tmp / "calls.log"), "MOCK_PORTS": str(tmp / "ports.tcl"),
-        "MOCK_VERSION": version, "MOCK_WNS": str(wns), "MOCK_WHS": str(whs),
+        "MOCK_VERSION": version, "MOCK_IMPL_STATUS": impl_status, "MOCK_WNS": str(wns),
+        "MOCK_WHS": str(whs),
         "MOCK_BOARD_PARTS": board_parts,
     }  # fmt: skip
 
@@ -511,6 +514,12 @@ def test_negative_wns_fails_before_the_bitstream(tmp_path: Path) -> None:
         assert not run.of("write_bitstream")
         assert not (tmp_path / sub / board.name / "pow2det.bit").exists()
         assert (tmp_path / sub / board.name / "timing_summary.rpt").is_file()
+
+
+def test_failed_implementation_stops(tmp_path: Path) -> None:
+    run = run_build(tmp_path, boards.load("zcu104"), impl_status="place_design ERROR")
+    assert run.rc != 0 and "implementation failed: place_design ERROR" in run.out
+    assert not run.of("open_run") and not run.of("write_bitstream")
 
 
 def test_hwh_copied_beside_the_bit(runs: dict[str, Run], tmp_path: Path) -> None:
