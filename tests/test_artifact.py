@@ -514,13 +514,13 @@ def test_save_is_atomic(net: Artifact, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_builder_rejects_unsupported_formats() -> None:
-    with pytest.raises(ArtifactError):
+    with pytest.raises(artifact.CodeError, match="powers of two"):
         artifact.encode_codes(np.array([3]), "pow2", 4)  # 3 is not a power of two
-    with pytest.raises(ArtifactError):
+    with pytest.raises(artifact.CodeError, match="powers of two"):
         artifact.encode_codes(np.array([128]), "pow2", 4)  # 2^7 above the 4-bit range
-    with pytest.raises(ArtifactError):
+    with pytest.raises(artifact.CodeError, match="symmetric 8-bit"):
         artifact.encode_codes(np.array([-128]), "int", 8)
-    with pytest.raises(ArtifactError):
+    with pytest.raises(artifact.CodeError, match="binary"):
         artifact.encode_codes(np.array([0]), "binary", 1)
 
 

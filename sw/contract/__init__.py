@@ -2,7 +2,7 @@
 
 Registers (``registers``), the descriptor layout (``descriptor``), the build parameters
 (``config``), the on-chip buffer sizes derived from them (``buffers``), the DDR layout and
-packing (``layout``), the integer limits (``arith``), how constants are chosen within them
+packing (``layout``), the weight codes (``codes``), the integer limits (``arith``), how constants are chosen within them
 (``requant``) and the cycle model (``cycles``). Numpy and the standard library only, importing
 nothing of hw/, sim/, quant/ or models/, so the board runtime, the RTL, the testbenches and the
 quantizer share one definition of each constant (README.md in this folder; tests/test_contract.py
