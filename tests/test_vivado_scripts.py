@@ -16,6 +16,7 @@ No Verilog is elaborated: the scripts need only the board's configuration and th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -166,19 +167,22 @@ def tcl_list(text: str) -> list[str]:
     return r.stdout.rstrip("\n").split("\x1f")
 
 
-def port_table(data_width: int, override: dict[str, tuple[str, int]] | None = None) -> str:
-    """``set ::mock_ports`` for the mock: the ports a Verilog of this width would have."""
-    widths = {**tcl.port_widths(data_width), **(override or {})}
+def port_table(data_width: int, override: dict[str, tuple[str, int]] | None = None,
+               exact: dict[str, tuple[str, int]] | None = None) -> str:  # fmt: skip
+    """``set ::mock_ports`` for the mock: the ports a Verilog of this width would have
+    (``override`` changes some; ``exact``: these ports and no others)."""
+    widths = exact if exact is not None else {**tcl.port_widths(data_width), **(override or {})}
     items = []
     for name, (d, w) in widths.items():
         items.append(f"{name} {{{d} {{}} {{}}}}" if w == 1 else f"{name} {{{d} {w - 1} 0}}")
     return "set ::mock_ports [dict create " + " ".join(items) + "]\n"
 
 
-def write_mock(tmp: Path, board: boards.Board, ports_override=None) -> Path:
+def write_mock(tmp: Path, board: boards.Board, ports_override=None, ports_exact=None) -> Path:
     mock = tmp / "mock.tcl"
     mock.write_text(MOCK_TCL)
-    (tmp / "ports.tcl").write_text(port_table(board.accel.data_width, ports_override))
+    table = port_table(board.accel.data_width, ports_override, ports_exact)
+    (tmp / "ports.tcl").write_text(table)
     return mock
 
 
@@ -207,7 +211,8 @@ def read_log(path: Path) -> list[Call]:
     return calls
 
 
-def run_build(tmp: Path, board: boards.Board, ports_override=None, **env_kw) -> Run:
+def run_build(tmp: Path, board: boards.Board, ports_override=None, ports_exact=None,
+              **env_kw) -> Run:  # fmt: skip
     """build.tcl of ``board`` (written into tmp) under the mock, with the Verilog present and
     a .hwh where Vivado 2022 leaves it."""
     tcl.write_scripts(board, tmp)
@@ -217,7 +222,7 @@ def run_build(tmp: Path, board: boards.Board, ports_override=None, **env_kw) -> 
     hwh = d / "vivado" / "pow2det.gen" / "sources_1" / "bd" / tcl.BD_NAME / "hw_handoff"
     hwh.mkdir(parents=True, exist_ok=True)
     (hwh / f"{tcl.BD_NAME}.hwh").write_text("<hwh/>\n")
-    mock = write_mock(tmp, board, ports_override)
+    mock = write_mock(tmp, board, ports_override, ports_exact)
     r = subprocess.run([TCLSH, str(mock), str(d / "scripts" / "build.tcl")],
                        env=mock_env(tmp, board, **env_kw), capture_output=True, text=True,
                        timeout=60)  # fmt: skip
@@ -653,6 +658,33 @@ def test_bitstream_flow_with_stand_in_vivado(tmp_path: Path, monkeypatch, capsys
     rc = bitstream.build(board, tmp_path / "out", verilog, str(exe))
     assert rc != 0 and not (d / "pow2det.bit").exists()
     assert "vivado failed" in capsys.readouterr().err
+
+
+def verilog_ports(text: str, module: str) -> dict[str, tuple[str, int]]:
+    """The ports of ``module`` in Verilog as Amaranth writes it (``input [11:0] name;``)."""
+    body = text[text.index(f"module {module}(") :]
+    body = body[: body.index("endmodule")]
+    out = {}
+    for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):(\d+)\]\s+)?"
+                         r"(\w+);", body, re.M):  # fmt: skip
+        d, left, right, name = m.groups()
+        out[name] = ("in" if d == "input" else "out",
+                     abs(int(left) - int(right)) + 1 if left else 1)  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_real_verilog_passes_the_port_check(tmp_path: Path) -> None:
+    """The elaborated Verilog (ultra96v2: the only lane count the RTL builds today; about 30 s)
+    has exactly the ports package_ip.tcl checks for, with their widths and directions."""
+    from hw import gen
+
+    board = boards.load("ultra96v2")
+    v = gen.generate(board.accel, tmp_path / "pow2det_accel.v")
+    found = verilog_ports(v.read_text(), ip.IP_NAME)
+    assert found == tcl.port_widths(board.accel.data_width)
+    run = run_build(tmp_path, board, ports_exact=found)
+    assert run.rc == 0, run.out
 
 
 def test_hw_gen_board_option() -> None:

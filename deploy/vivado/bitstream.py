@@ -49,7 +49,7 @@ def generate_verilog(board: Board, out: Path) -> int:
     """``python -m hw.gen --board NAME -o out`` in a child (the elaboration's memory and its
     Yosys stay out of this process)."""
     cmd = [sys.executable, "-m", "hw.gen", "--board", board.name, "-o", str(out)]
-    print(f"bitstream: {' '.join(cmd[1:])}", flush=True)
+    print(f"bitstream: python {' '.join(cmd[1:])}", flush=True)
     return subprocess.run(cmd, cwd=tcl.REPO).returncode
 
 
