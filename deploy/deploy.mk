@@ -3,12 +3,15 @@
 #   make bitstream-scripts BOARD=ultra96v2|zcu104|pynq-z2|all   the Vivado Tcl only (no Vivado)
 #   make bitstream BOARD=...        scripts, Verilog, Vivado -> build/deploy/<board>/pow2det.bit
 #   make deploy BOARD=... HOST=user@address [DRY_RUN=1] [REMOTE_DIR=pow2det] [SSH_OPTS="-p 22"]
+#               [SUDO="sudo -H"]
 
 BOARD ?= ultra96v2
 HOST ?=
 DRY_RUN ?=
 REMOTE_DIR ?= pow2det
 SSH_OPTS ?=
+# How to become root on the board (empty when HOST logs in as root).
+SUDO ?= sudo -H
 # Vivado's -jobs for synthesis and implementation (build.tcl reads $POW2DET_JOBS).
 JOBS ?= $(shell nproc 2>/dev/null || echo 4)
 # Root of the per-board folders (scripts, Verilog, Vivado project, outputs).
@@ -25,5 +28,5 @@ bitstream:
 
 deploy:
 	@$(RUN) $(VPY) -m deploy.vivado deploy --board $(BOARD) --out $(DEPLOY_OUT) --host "$(HOST)" \
-		--remote-dir "$(REMOTE_DIR)" --ssh-opts "$(SSH_OPTS)" \
+		--remote-dir "$(REMOTE_DIR)" --ssh-opts "$(SSH_OPTS)" --sudo "$(SUDO)" \
 		$(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)

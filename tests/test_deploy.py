@@ -60,7 +60,9 @@ def _inner(script: str) -> list[list[str]]:
     out = []
     for s in _split_and(script):
         if "bash" in s and "-lc" in s:
-            out += _split_and(s[s.index("-lc") + 1])
+            inner = s[s.index("-lc") + 1]
+            assert inner.startswith(remote.ENV_SETUP)
+            out += _split_and(inner[len(remote.ENV_SETUP) :])
             out.append(["<root>", *s[: s.index("bash")]])
         else:
             out.append(s)
@@ -99,6 +101,16 @@ def test_dry_run_options(tmp_path: Path) -> None:
     assert run[:6] == ["ssh", "-t", "-p", "2222", "-i", "key"]
     assert _inner(run[-1])[0] == ["cd", "/opt/p2d"]
     assert "pow2det-board-zcu104.tar.gz" in copy[-2]
+
+
+def test_env_setup_sources_only_existing_files(tmp_path: Path) -> None:
+    """The board's environment prelude is valid sh and skips missing files."""
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh")
+    r = subprocess.run([sh, "-c", remote.ENV_SETUP + "echo ok"], capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
 
 
 def test_tarball_layout_matches_the_remote_steps(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ The steps, each one command (``--dry-run`` prints them instead of running them):
 2. ``ssh HOST mkdir -p DIR`` and ``scp`` the tarball there;
 3. ``ssh -t HOST``: unpack, ``pip3 install --no-deps`` the wheel (a PYNQ image has numpy and
    pynq, and pip must not fetch or build them on the board) and ``shiftdet selftest --backend
-   pynq`` on the overlay. Both run as root in a login shell: PYNQ needs root for the PL and
-   the login shell activates the image's PYNQ venv (PYNQ 3) where there is one. ``-t`` lets
+   pynq`` on the overlay. Both run as root in a login shell with the image's PYNQ venv and
+   XRT settings sourced where they exist (PYNQ 3): PYNQ needs root for the PL. ``-t`` lets
    sudo ask for its password.
 
 The self-test's exit status is the deploy's, so a failing board fails ``make deploy``.
@@ -28,6 +28,10 @@ from deploy.vivado.bitstream import rel
 
 REMOTE_DIR = "pow2det"
 SUDO = "sudo -H"
+# PYNQ 3 images keep pynq in a venv and XRT's settings in these two scripts (what a root login
+# shell sources too); PYNQ 2.7 has neither and uses the system Python.
+ENV_SETUP = ("for f in /etc/profile.d/pynq_venv.sh /etc/profile.d/xrt_setup.sh; "
+             'do if [ -f "$f" ]; then . "$f"; fi; done; ')  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,12 @@ def remote_script(board: str, remote_dir: str = REMOTE_DIR, sudo: str = SUDO) ->
     """The shell command the board runs: unpack, install, self-test."""
     q = shlex.quote
     top = f"pow2det-board-{board}"
-    inner = (f"pip3 install --no-deps --force-reinstall {q(wheel_name())} && "
+    inner = (f"{ENV_SETUP}pip3 install --no-deps --force-reinstall {q(wheel_name())} && "
              "shiftdet selftest --backend pynq --bitstream overlay/pow2det.bit "
              "--config config.json --json selftest.json")  # fmt: skip
+    as_root = " ".join(filter(None, [sudo.strip(), "bash -lc", q(inner)]))  # sudo may be ""
     return (f"cd {q(remote_dir)} && rm -rf {q(top)} && tar xzf {q(top + '.tar.gz')} && "
-            f"cd {q(top)} && {sudo} bash -lc {q(inner)}")  # fmt: skip
+            f"cd {q(top)} && {as_root}")  # fmt: skip
 
 
 def plan(board: str, host: str, remote_dir: str = REMOTE_DIR, sudo: str = SUDO,
