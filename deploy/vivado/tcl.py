@@ -346,6 +346,10 @@ def block_design_tcl(board: Board) -> str:
     a("set ctrl_sc [create_bd_cell -type ip -vlnv [pow2det_ipdef smartconnect] ctrl_smc]")
     a("set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {2}] $ctrl_sc")
     a("")
+    if master_through_smartconnect(board):
+        a("set gmem_sc [create_bd_cell -type ip -vlnv [pow2det_ipdef smartconnect] gmem_smc]")
+        a("set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $gmem_sc")
+    a("")
     a("# One clock and its synchronous reset for the whole PL.")
     a(f"set clk [get_bd_pins ps/{ps.clock_pin}]")
     clocked = [f"{ACCEL_CELL}/{ports.CLOCK}", "rst_pl/slowest_sync_clk",
@@ -353,9 +357,6 @@ def block_design_tcl(board: Board) -> str:
                f"ps/{ps.hp_clock_pin}"]  # fmt: skip
     if master_through_smartconnect(board):
         clocked.append("gmem_smc/aclk")
-    if master_through_smartconnect(board):
-        a("set gmem_sc [create_bd_cell -type ip -vlnv [pow2det_ipdef smartconnect] gmem_smc]")
-        a("set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $gmem_sc")
     for pin in clocked:
         a(f"connect_bd_net $clk [get_bd_pins {pin}]")
     a(f"connect_bd_net [get_bd_pins ps/{ps.resetn_pin}] [get_bd_pins rst_pl/ext_reset_in]")
@@ -409,7 +410,8 @@ def build_tcl(board: Board) -> str:
     L: list[str] = []
     a = L.append
     a(f"# build.tcl for {board.name}: vivado -mode batch -source build.tcl")
-    a(f"# Written by `python -m deploy.vivado scripts` for Vivado {versions}; do not edit.")
+    either = " or ".join(ip.VIVADO_VERSIONS)
+    a(f"# Written by `python -m deploy.vivado scripts` for Vivado {either}; do not edit.")
     a("# Paths are relative to this script: the Verilog in ../verilog/, the project in ../vivado/,")
     a("# the outputs (pow2det.bit, pow2det.hwh, reports) in ../ . $env(POW2DET_JOBS) sets -jobs.")
     a("")
@@ -439,9 +441,9 @@ def build_tcl(board: Board) -> str:
     a("source [file join $here package_ip.tcl]")
     a("")
     a("create_project -force pow2det $pow2det_project -part $pow2det_part")
-    a("# The board preset needs the board files; without them the part alone and the board")
-    a("# file's fallback PS configuration.")
-    a("# The board file's version, else the newest installed version of the same board.")
+    a("# The board preset needs the board files: the board file's version, else the newest")
+    a("# installed version of the same board; without any, the part alone (and the board")
+    a("# file's fallback PS configuration in block_design.tcl).")
     a("set pow2det_have_board 0")
     a("set found [get_board_parts -quiet $pow2det_board_part]")
     a("if {[llength $found] == 0} {")
