@@ -135,8 +135,10 @@ class DescriptorController(wiring.Component):
                 m.d.sync += f.blocks.eq(f.go * f.T)
                 m.next = "SETUP4"
             with m.State("SETUP4"):
+                # A dense block is L x L codes: L / 2 beats of 4-bit codes, L / 8 of 1-bit ones.
                 m.d.sync += f.wbeats.eq(
-                    Mux(is_dense, Mux(wfmt == FMT_BINARY, f.blocks << 1, f.blocks << 3),
+                    Mux(is_dense, Mux(wfmt == FMT_BINARY, f.blocks << (lanes_sh - 3),
+                                      f.blocks << (lanes_sh - 1)),
                         (f.dw_vecs * f.cbits + 7) >> 3)
                 )  # fmt: skip
                 m.next = "CHECK"

@@ -2,7 +2,7 @@
 
 The sizes themselves (banks, bank depth, weight blocks, channel groups) are the contract's
 (``sw/contract/buffers.py``), shared with the compiler, the emulator and the cycle model; this
-module adds the limits only this RTL has (lanes = 16, power-of-two memories). Pure Python.
+module adds the limits only this RTL has (lanes 8, 16 or 32, power-of-two memories). Pure Python.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from sw.contract import buffers
 from sw.contract.buffers import ADD_CHUNK, BANKS, DENSE_CODE_BITS, DW_TAPS, MAX_KERNEL
 from sw.contract.config import AccelConfig, ConfigError
 
-__all__ = ["ADD_CHUNK", "BANKS", "DENSE_CODE_BITS", "DW_TAPS", "MAX_KERNEL", "HwParams", "check"]
+__all__ = [
+    "ADD_CHUNK", "BANKS", "DENSE_CODE_BITS", "DW_TAPS", "MAX_KERNEL", "RTL_LANES", "HwParams",
+    "check",
+]  # fmt: skip
+
+RTL_LANES = (8, 16, 32)  # lane widths the router's record and weight-block paths are built for
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,13 @@ class HwParams:
 def check(cfg: AccelConfig) -> HwParams:
     """AccelConfig.check plus the limits of this RTL; raises ConfigError naming the parameter."""
     cfg.check()
-    if cfg.lanes != 16:
-        # The 16-byte channel records, the 128-bit AXI beat and the descriptor beats are wired
-        # for one record per beat; other lane widths need a record (de)serialiser first.
-        raise ConfigError(f"lanes = {cfg.lanes}: this RTL is built for lanes = 16 only")
+    if cfg.lanes not in RTL_LANES:
+        # The router splits a 16-byte channel record over two 8-lane beats or packs two in a
+        # 32-lane beat, and binary weight beats expand to whole blocks: narrower or wider lane
+        # widths have neither a record (de)serialiser nor a block layout here.
+        raise ConfigError(
+            f"lanes = {cfg.lanes}: this RTL is built for lanes in {', '.join(map(str, RTL_LANES))}"
+        )
     if cfg.dense_out_lanes != cfg.lanes:
         raise ConfigError(
             f"dense_out_lanes = {cfg.dense_out_lanes} != lanes = {cfg.lanes}: the dense engine "

@@ -30,6 +30,7 @@ from hw.params import BANKS, HwParams
 from hw.requant import CONST_BITS, ChannelConst
 from sw.contract.arith import SHIFT_BITS
 from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, FMT_INT, OP_DENSE
+from sw.contract.layout import CHANNEL_RECORD_BYTES
 
 
 def eltwise_signature(lanes: int) -> wiring.Signature:
@@ -58,7 +59,6 @@ class DataRouter(wiring.Component):
         m = Module()
         hp, f = self._hp, self.layer
         L = hp.lanes
-        lsh = L.bit_length() - 1
         rfire = self.r.valid & self.r.ready
         rbeat = self.r.payload
         tag = Signal(tag_layout(hp))
@@ -91,18 +91,7 @@ class DataRouter(wiring.Component):
                         m.next = "IDLE"
             with m.State("CONST"):
                 m.d.comb += self.r.ready.eq(1)
-                used = ChannelConst.size  # the record's bits up to the shift's low SHIFT_BITS
-                rec = Cat(rbeat[0 : used - SHIFT_BITS], rbeat[used - SHIFT_BITS : used],
-                          C(0, CONST_BITS - used))  # fmt: skip
-                m.d.comb += [
-                    self.cmem_w.addr.eq(cnt >> lsh),
-                    self.cmem_w.data.eq(Cat(*([rec] * L))),
-                    self.cmem_w.en.eq(Mux(rfire, 1 << cnt[:lsh], 0)),
-                ]
-                with m.If(rfire):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == (f.go * L) - 1):
-                        m.next = "IDLE"
+                self._constants(m, rfire, rbeat, cnt)
             with m.State("WEIGHTS"):
                 with m.If(f.op == OP_DENSE):
                     self._dense_weights(m, rfire, rbeat, cnt)
@@ -152,10 +141,52 @@ class DataRouter(wiring.Component):
         m.d.comb += [self.elt.a.eq(self.abuf_r.data), self.elt.c.eq(rbeat)]
         return m
 
+    def _constants(self, m: Module, rfire: object, rbeat: object, cnt: Signal) -> None:
+        """Channel records (CHANNEL_RECORD_BYTES each, lane order) into ``cmem``: a group's L
+        records are 16 beats at any L, so an 8-lane beat is half a record (the low half waits in
+        a register), a 16-lane beat one record and a 32-lane beat two."""
+        f, L = self.layer, self._hp.lanes
+        rec_bits, dw = 8 * CHANNEL_RECORD_BYTES, 8 * L
+        used = ChannelConst.size  # the record's bits up to the shift's low SHIFT_BITS
+
+        def widen(r: object) -> object:
+            return Cat(r[0 : used - SHIFT_BITS], r[used - SHIFT_BITS : used],
+                       C(0, CONST_BITS - used))  # fmt: skip
+
+        beat_sh = (CHANNEL_RECORD_BYTES - 1).bit_length()  # beats of one group, as a shift
+        m.d.comb += self.cmem_w.addr.eq(cnt >> beat_sh)
+        if dw < rec_bits:
+            per = rec_bits // dw  # beats per record
+            psh = per.bit_length() - 1
+            low = Signal(rec_bits - dw)
+            with m.If(rfire):
+                m.d.sync += low.eq(Cat(low[dw:], rbeat)[: rec_bits - dw])
+            lane = cnt[psh:beat_sh]
+            last = cnt[:psh] == per - 1
+            m.d.comb += [
+                self.cmem_w.data.eq(Cat(*([widen(Cat(low, rbeat))] * L))),
+                self.cmem_w.en.eq(Mux(rfire & last, 1 << lane, 0)),
+            ]
+        else:
+            per = dw // rec_bits  # records per beat
+            recs = [widen(rbeat[j * rec_bits : (j + 1) * rec_bits]) for j in range(per)]
+            first = cnt[:beat_sh] << (per.bit_length() - 1)  # lane of the beat's first record
+            m.d.comb += [
+                self.cmem_w.data.eq(Cat(*[recs[lane % per] for lane in range(L)])),
+                self.cmem_w.en.eq(Mux(rfire, ((1 << per) - 1) << first, 0)),
+            ]
+        with m.If(rfire):
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(cnt == (f.go << beat_sh) - 1):
+                m.next = "IDLE"
+
     def _dense_weights(self, m: Module, rfire: object, rbeat: object, cnt: Signal) -> None:
         """Widen every code to the internal 4-bit pow2 code (sign bit 3, magnitude in 2:0);
-        binary weights become +-1 codes, two blocks per beat."""
-        f, dw = self.layer, 8 * self._hp.lanes
+        binary weights become +-1 codes. A block (L x L codes, L / 2 beat-wide granules of
+        ``wmem``) takes L / 2 beats of 4-bit codes or L / 8 beats of 1-bit codes, each of the
+        latter filling 4 granules."""
+        f, L = self.layer, self._hp.lanes
+        dw = 8 * L
         m.d.comb += self.r.ready.eq(1)
         c4 = []
         for i in range(dw // 4):
@@ -163,10 +194,13 @@ class DataRouter(wiring.Component):
             c4.append(Mux(f.weight_bits == 3, Cat(code[0:2], C(0, 1), code[2]), code))
         bexp = Cat(*[Cat(C(1, 1), C(0, 2), rbeat[i]) for i in range(dw)])
         binary = f.weight_format == FMT_BINARY
+        p_sh = (L // 2).bit_length() - 1  # pow2 beats per block, as a shift
+        b_sh = (L // 8).bit_length() - 1  # binary beats per block, as a shift
+        b_en = C(0xF, 4) << (cnt[:b_sh] << 2) if b_sh else C(0xF, 4)
         m.d.comb += [
-            self.wmem_w.addr.eq(Mux(binary, cnt >> 1, cnt >> 3)),
-            self.wmem_w.data.eq(Mux(binary, Cat(bexp, bexp), Cat(*(c4 * 8)))),
-            self.wmem_w.en.eq(Mux(rfire, Mux(binary, Mux(cnt[0], 0xF0, 0x0F), 1 << cnt[:3]), 0)),
+            self.wmem_w.addr.eq(Mux(binary, cnt >> b_sh, cnt >> p_sh)),
+            self.wmem_w.data.eq(Mux(binary, Cat(*([bexp] * (L // 8))), Cat(*(c4 * (L // 2))))),
+            self.wmem_w.en.eq(Mux(rfire, Mux(binary, b_en, 1 << cnt[:p_sh]), 0)),
         ]
         with m.If(rfire):
             m.d.sync += cnt.eq(cnt + 1)

@@ -26,6 +26,7 @@ from hw.interfaces import (
 )
 from hw.params import ADD_CHUNK, BANKS, HwParams
 from sw.contract.descriptor import OP_ADD
+from sw.contract.layout import CHANNEL_RECORD_BYTES
 
 
 class AddressSequencer(wiring.Component):
@@ -74,7 +75,8 @@ class AddressSequencer(wiring.Component):
                     with m.Else():
                         m.next = "CONST"
             with m.State("CONST"):
-                request(TagKind.CONST, f.const_addr, f.go * L)
+                # L records of CHANNEL_RECORD_BYTES per group = CHANNEL_RECORD_BYTES L-byte beats.
+                request(TagKind.CONST, f.const_addr, f.go * CHANNEL_RECORD_BYTES)
                 with m.If(req.ready):
                     m.next = "WGT"
             with m.State("WGT"):

@@ -8,6 +8,7 @@ keyed by a hash of the generated Verilog, so repeated test runs reuse the compil
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -29,6 +30,8 @@ VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-O3", "--x
 # the header as a linker input and fails; cocotb runs make itself, so the fix goes in MAKEFLAGS
 # (variables there count as command-line overrides).
 PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+CONFIG_FILE = "accel_config.json"  # the AccelConfig a model was built for, beside the model
+CONFIG_ENV = "ACCEL_CONFIG"  # ... and how sim/test_accel.py learns it (JSON of its fields)
 
 
 def waves() -> bool:
@@ -43,9 +46,11 @@ def _venv_path() -> None:
 
 
 def build(cfg: AccelConfig = DEFAULT_CONFIG) -> Path:
-    """Verilog + Verilator model for ``cfg``; returns the build folder."""
+    """Verilog + Verilator model for ``cfg``; returns the build folder, which also records
+    ``cfg`` (CONFIG_FILE) so that :func:`run` tells the testbench what it is simulating."""
     _venv_path()
-    vdir = BUILD / "verilog"
+    cfg_json = json.dumps(cfg.as_dict(), sort_keys=True)
+    vdir = BUILD / "verilog" / hashlib.sha256(cfg_json.encode()).hexdigest()[:12]
     vfile = generate(cfg, vdir / f"{TOP}.v")
     digest = hashlib.sha256(vfile.read_bytes()).hexdigest()[:12]
     bdir = BUILD / (f"model_{digest}" + ("_waves" if waves() else ""))
@@ -65,6 +70,7 @@ def build(cfg: AccelConfig = DEFAULT_CONFIG) -> Path:
         else:
             os.environ["MAKEFLAGS"] = old
         stamp.write_text(digest)
+    (bdir / CONFIG_FILE).write_text(cfg_json)
     return bdir
 
 
@@ -78,6 +84,9 @@ def run(
     tdir = BUILD / "runs" / name
     tdir.mkdir(parents=True, exist_ok=True)
     pypath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    cfg_file = bdir / CONFIG_FILE
+    if cfg_file.exists():
+        env = {CONFIG_ENV: cfg_file.read_text(), **env}
     xml = runner.test(
         test_module=module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
         # The function's own name, or one of its cocotb.parametrize names ("name/seed=1...").

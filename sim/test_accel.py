@@ -40,7 +40,7 @@ from sim.reference import layout, network
 from sim.reference.randnet import random_add, random_conv, random_network, random_quant
 from sw.artifact import Node, Quant
 from sw.contract import cycles as cycle_model
-from sw.contract.config import DEFAULT_CONFIG
+from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 from sw.contract.descriptor import Descriptor, pack_program
 from sw.contract.registers import (
     ACCEL_ID,
@@ -72,7 +72,12 @@ from sw.contract.registers import (
     decode_config,
 )
 
-CFG = DEFAULT_CONFIG
+# The build's AccelConfig (sim/rtl_build.py passes the one the model was built for).
+CFG = (
+    AccelConfig(**json.loads(os.environ["ACCEL_CONFIG"]))
+    if "ACCEL_CONFIG" in os.environ
+    else DEFAULT_CONFIG
+)
 L = CFG.lanes
 MEM_SIZE = int(os.environ.get("ACCEL_MEM", str(1 << 22)))
 SEED = int(os.environ.get("ACCEL_SEED", "1"))

@@ -192,7 +192,8 @@ def test_axi_reader_bursts_are_legal() -> None:
     "change,needle",
     [
         ({"lanes": 12}, "lanes"),
-        ({"lanes": 32}, "lanes = 32"),
+        ({"lanes": 64, "dense_out_lanes": 64}, "lanes = 64"),
+        ({"lanes": 4, "dense_out_lanes": 4}, "lanes = 4"),
         ({"dense_out_lanes": 8}, "dense_out_lanes"),
         ({"max_strip": 300}, "max_strip"),
         ({"input_buffer_words": 8 * 100}, "input_buffer_words"),

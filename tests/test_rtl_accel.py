@@ -8,38 +8,79 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sw.contract.config import AccelConfig
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 rtl_build = pytest.importorskip("sim.rtl_build")
 
 
+# One Verilator model per lane width (AXI data width 8 x lanes): the default suite builds the
+# 16-lane one (Ultra96-V2) and the 8-lane one (PYNQ-Z2), `make test-slow` the 32-lane one
+# (ZCU104) and longer stalled networks on all three.
+LANE_CONFIGS = {lanes: AccelConfig(lanes=lanes, dense_out_lanes=lanes) for lanes in (8, 16, 32)}
+FAST_LANES = (16, 8)
+
+
+def _lanes_params(lanes: tuple[int, ...], slow: tuple[int, ...] = ()) -> list[object]:
+    marks = {lane: (pytest.mark.slow,) for lane in slow}
+    return [pytest.param(lane, id=f"lanes{lane}", marks=marks.get(lane, ())) for lane in lanes]
+
+
+_models: dict[int, Path] = {}
+
+
+def _model(lanes: int) -> Path:
+    """The Verilator model of one lane width, built once per session."""
+    if lanes not in _models:
+        _models[lanes] = rtl_build.build(LANE_CONFIGS[lanes])
+    return _models[lanes]
+
+
 @pytest.fixture(scope="session")
-def model_dir():  # type: ignore[no-untyped-def]
-    return rtl_build.build()
+def model_dir() -> Path:
+    return _model(16)
 
 
-def _run(model_dir, testcase: str, name: str, min_tests: int = 1, **env: str) -> None:  # type: ignore[no-untyped-def]
+def _run(model_dir: Path, testcase: str, name: str, min_tests: int = 1, **env: str) -> None:
     n, failed, xml = rtl_build.run(testcase, env, model_dir, name)
     assert n >= min_tests, f"{testcase}: {n} tests ran, expected {min_tests}"
     assert failed == 0, f"{testcase} failed (env {env}):\n{rtl_build.failure_text(xml)}"
 
 
-def test_registers(model_dir) -> None:  # type: ignore[no-untyped-def]
-    _run(model_dir, "test_registers", "registers", ACCEL_SEED="1")
+LANES = _lanes_params((*FAST_LANES, 32), slow=(32,))
 
 
-def test_layers(model_dir) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("lanes", LANES)
+def test_registers(lanes: int) -> None:
+    """ID, interface version and the CONFIG registers echo the build's AccelConfig."""
+    _run(_model(lanes), "test_registers", f"registers_l{lanes}", ACCEL_SEED="1")
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_layers(lanes: int) -> None:
     """Every (seed, pause) of sim/test_accel.py LAYER_RUNS in one simulator launch."""
-    _run(model_dir, "test_layers", "layers", min_tests=2)
+    _run(_model(lanes), "test_layers", f"layers_l{lanes}", min_tests=2)
 
 
-def test_errors(model_dir) -> None:  # type: ignore[no-untyped-def]
-    _run(model_dir, "test_errors", "errors", ACCEL_SEED="3")
+@pytest.mark.parametrize("lanes", LANES)
+def test_errors(lanes: int) -> None:
+    _run(_model(lanes), "test_errors", f"errors_l{lanes}", ACCEL_SEED="3")
 
 
-def test_network(model_dir) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("lanes", LANES)
+def test_network(lanes: int) -> None:
     """Every (seed, pause) of sim/test_accel.py NETWORK_RUNS in one simulator launch."""
-    _run(model_dir, "test_network", "network", min_tests=2)
+    _run(_model(lanes), "test_network", f"network_l{lanes}", min_tests=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", _lanes_params((8, 16, 32)))
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_network_stalled(lanes: int, seed: int) -> None:
+    """More random networks per lane width, under heavy AXI stalls (30 % of cycles)."""
+    _run(_model(lanes), "test_network", f"network_l{lanes}_s{seed}", ACCEL_SEED=str(seed),
+         ACCEL_PAUSE="0.3")  # fmt: skip
 
 
 # A 512x512 frame is about 3 M accelerator cycles at ~5 k simulated cycles/s: well past the

@@ -28,10 +28,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from sw.contract.buffers import ADD_CHUNK, DW_TAPS, dw_phases, weight_container_bits
+from sw.contract.buffers import (
+    ADD_CHUNK,
+    DENSE_CODE_BITS,
+    DW_TAPS,
+    dw_phases,
+    weight_container_bits,
+)
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import FMT_BINARY, OP_ADD, OP_DENSE
-from sw.contract.layout import groups
+from sw.contract.layout import CHANNEL_RECORD_BYTES, groups
 
 # Controller costs in cycles, read off the RTL's state machines (hw/controller.py, hw/sequencer.py,
 # hw/compute.py):
@@ -142,9 +148,13 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     row_tags = len(widths) * h * gi
     row_beats = h * gi * sum(n_in)
     row_router = h * gi * sum(wwin) + row_tags * TAG_OVERHEAD  # router writes pads as well
-    const_beats = go * lanes
+    # A group's lanes records of CHANNEL_RECORD_BYTES are that many lanes-byte beats.
+    const_beats = go * CHANNEL_RECORD_BYTES
     if dense:
-        weight_beats = go * gi * kk * (2 if d["weight_format"] == FMT_BINARY else 8)
+        # A block of lanes x dense_out_lanes codes: 1-bit codes or 4-bit containers.
+        code_bits = 1 if d["weight_format"] == FMT_BINARY else DENSE_CODE_BITS
+        lo = cfg.dense_out_lanes
+        weight_beats = groups(cout, lo) * gi * kk * groups(lo * lanes * code_bits, 8 * lanes)
         r.dense = sum(wc for wc in widths) * ho * go * gi * kk
         engine = r.dense
         r.macs = wo * ho * cout * cin * kk
