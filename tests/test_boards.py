@@ -98,7 +98,7 @@ CASES = [
     ("missing", _sub('part = "xczu3eg-sbva484-1-i"\n', ""), "part: missing"),
     ("type", _sub("pl_clock_mhz = 200.0", 'pl_clock_mhz = "fast"'), "pl_clock_mhz: 'fast' is"),
     ("clock", _sub("pl_clock_mhz = 200.0", "pl_clock_mhz = 900.0"), "outside 10..500"),
-    ("ddr", _sub("ddr_gbps = 8.5", "ddr_gbps = 0"), "ddr_gbps: 0.0 must be > 0"),
+    ("ddr", _sub("ddr_gbps = 4.26", "ddr_gbps = 0"), "ddr_gbps: 0.0 must be > 0"),
     ("hp", _sub('hp_port = "S_AXI_HP0_FPD"', 'hp_port = "S_AXI_HP0"'),
      "hp_port: 'S_AXI_HP0' is not an HP port of zynqmp"),
     ("hp_width", _sub("hp_width = 128", "hp_width = 64"), "hp_width: 64: S_AXI_HP0_FPD is 128"),
