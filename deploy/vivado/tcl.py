@@ -391,8 +391,9 @@ def block_design_tcl(board: Board) -> str:
         a(f"connect_bd_intf_net [get_bd_intf_pins {ACCEL_CELL}/{ip.MASTER_INTERFACE}] "
           f"[get_bd_intf_pins ps/{board.hp_port}]")  # fmt: skip
     a("")
-    a("# The interrupt: irq -> axi_intc -> the PS's first fabric interrupt, the only layout in")
-    a("# which PYNQ's Interrupt class finds the IP's pin in the .hwh.")
+    a("# The interrupt: irq -> axi_intc -> the PS's first fabric interrupt, the layout PYNQ's")
+    a("# Interrupt class supports (interrupt controllers on that line; also for one interrupt,")
+    a("# so that a second needs no other layout).")
     a(f"connect_bd_net [get_bd_pins {ACCEL_CELL}/{ports.IRQ}] [get_bd_pins {INTC_CELL}/intr]")
     a(f"connect_bd_net [get_bd_pins {INTC_CELL}/irq] [get_bd_pins ps/{ps.irq_pin}]")
     a("")
