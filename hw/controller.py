@@ -115,7 +115,7 @@ class DescriptorController(wiring.Component):
                     f.go.eq((f.out_channels + L - 1) >> lanes_sh),
                     f.kk.eq(k * k),
                     f.wwin.eq(((ws - 1) << stride_sh) + k),
-                    f.in_plane.eq(f.in_height * f.in_width * L), f.in_row.eq(f.in_width * L),
+                    f.in_pixels.eq(f.in_height * f.in_width), f.in_row.eq(f.in_width * L),
                     f.out_plane.eq(f.out_height * f.out_width * L),
                     f.out_row.eq(f.out_width * L),
                     f.phases.eq(Mux(k > 3, 3, 1)),
@@ -128,7 +128,10 @@ class DescriptorController(wiring.Component):
                     f.T.eq(f.gi * f.kk),
                     f.slot_words.eq(f.gi * f.wwin),
                     f.dw_vecs.eq(f.gi * f.kk),
-                    f.add_words.eq(f.gi * f.in_height * f.in_width),
+                    # One multiply per derived size per cycle: the product of three 16-bit
+                    # fields in one cycle was a register-to-register path of two multipliers.
+                    f.in_plane.eq(f.in_pixels << lanes_sh),
+                    f.add_words.eq(f.gi * f.in_pixels),
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):

@@ -82,6 +82,7 @@ def layer_layout(hp: HwParams) -> data.StructLayout:
         "kk": 5,  # kernel * kernel
         "wwin": range(hp.max_window + 1),  # input columns of a full strip window
         "T": 20,  # dense: cycles per output pixel = gi * k * k
+        "in_pixels": 32,  # in_height * in_width
         "in_plane": 32, "in_row": 32, "out_plane": 32, "out_row": 32,  # byte strides
         "slot_words": 24,  # line-buffer words of one row of a full window (gi * wwin)
         "blocks": 26,  # dense weight blocks (go * T)
