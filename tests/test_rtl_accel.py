@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy import boards
 from sw.contract.config import AccelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,9 @@ rtl_build = pytest.importorskip("sim.rtl_build")
 # One Verilator model per lane width (AXI data width 8 x lanes): the default suite builds the
 # 16-lane one (Ultra96-V2) and the 8-lane one (PYNQ-Z2), `make test-slow` the 32-lane one
 # (ZCU104) and longer stalled networks on all three.
-LANE_CONFIGS = {lanes: AccelConfig(lanes=lanes, dense_out_lanes=lanes) for lanes in (8, 16, 32)}
+# The boards' own builds (deploy/boards/*/board.toml), so what is verified is what is flashed.
+LANE_CONFIGS: dict[int, AccelConfig] = {b.accel.lanes: b.accel for b in boards.load_all().values()}
+assert sorted(LANE_CONFIGS) == [8, 16, 32], f"one board per lane width, got {sorted(LANE_CONFIGS)}"
 FAST_LANES = (16, 8)
 
 
