@@ -36,7 +36,9 @@ from sw.descriptors import REG_CTRL, REG_STATUS, STATUS_DONE, STATUS_ERROR
 from sw.driver import ConfigMismatch, poll_done
 from sw.plan import Plan
 
-DEFAULT_BITSTREAM = Path(os.environ.get("POW2DET_BITSTREAM", "deploy/build/pow2det.bit"))
+# The board package (make board-package / make deploy) unpacks the overlay as overlay/ beside
+# its config.json, so running from the package's folder needs no --bitstream.
+DEFAULT_BITSTREAM = Path(os.environ.get("POW2DET_BITSTREAM", "overlay/pow2det.bit"))
 # An RTL module dropped into a block design as a module reference (not the packaged IP) gets
 # this vendor:library from Vivado, with the Verilog module's name; the same registers answer.
 MODULE_REF = ("xilinx.com", "module_ref")
