@@ -2,7 +2,7 @@
 # RUN / VPY / VENV / PYTEST_ARGS it uses.
 HW_VERILOG := build/verilog/pow2det_accel.v
 
-.PHONY: verilog synth bench-hw test-rtl
+.PHONY: verilog synth bench-hw bench-boards test-rtl
 
 # Amaranth -> Verilog of the default AccelConfig (override fields: HW_SET="--set max_strip=16").
 verilog:
@@ -16,6 +16,11 @@ synth: verilog
 # writes bench/results/hw.json (uses build/synth/resources.json when `make synth` has run).
 bench-hw:
 	$(RUN) $(VPY) bench/accelerator.py
+
+# Per board of deploy/boards: Verilog of its AccelConfig, yosys synth_xilinx (xc7 / xcup), resources
+# vs the part, logic levels, fps at its clock; bench/results/boards.{json,png} (minutes a board).
+bench-boards:
+	$(RUN) $(VPY) bench/boards.py $(BOARDS_ARGS)
 
 # Only the accelerator's tests (they are also part of `make test`).
 test-rtl:
