@@ -163,8 +163,12 @@ def table(boards: dict[str, dict]) -> str:
     for n, e in boards.items():
         pct = {k: fmt(e[f"{k}_fraction"] and 100 * e[f"{k}_fraction"], "5.1f")
                for k in ("lut", "dsp", "bram")}  # fmt: skip
-        note = "" if e["error"] or e["lut"] is None else (
-            "ok" if e.get("fits") and e.get("levels_ok") else "over a limit")  # fmt: skip
+        over = [f"{k.upper()} > {100 * lim:.0f} %" for k, lim in LIMITS.items()
+                if e[f"{'bram' if k == 'bram36' else k}_fraction"] is not None
+                and e[f"{'bram' if k == 'bram36' else k}_fraction"] > lim]  # fmt: skip
+        if e["max_logic_levels"] is not None and e["max_logic_levels"] > MAX_LEVELS:
+            over.append(f"levels > {MAX_LEVELS}")
+        note = "" if e["lut"] is None else ", ".join(over) or "ok"
         out.append(
             f"{n:10s} {e['family']:4s} {e['lanes']:3d} {e['clock_mhz']:4.0f} "
             f"{fmt(e['lut'], '7.0f')} {pct['lut']:>5s} {fmt(e['dsp'], '5.0f')} "
