@@ -1,7 +1,10 @@
 """CHECK: the error code of one decoded descriptor (docs/accelerator-interface.md, Errors).
 
-Combinational: the descriptor controller registers ``error`` in its CHECK state and refuses the
-layer (STATUS.ERROR, ERROR_CODE, ERROR_INDEX) when it is not 0. The codes are the contract's,
+Two levels: every condition is registered each cycle from ``layer`` (which holds still through
+a layer), and ``error`` picks the first true one combinationally, so that neither half is a long
+path. The descriptor controller registers ``error`` in its CHECK state, one cycle after the last
+size CHECK reads (SETUP3's ``blocks``) is in place, and refuses the layer (STATUS.ERROR,
+ERROR_CODE, ERROR_INDEX) when it is not 0. The codes are the contract's,
 tested in the order the document gives them: opcode, then kernel/stride/pad/weight format,
 strip width, sizes, buffers. ``sw/emu.py`` refuses the same descriptors with the same codes
 (tests/test_hw_units.py compares the two on random descriptors).
@@ -9,7 +12,7 @@ strip width, sizes, buffers. ``sw/emu.py`` refuses the same descriptors with the
 
 from __future__ import annotations
 
-from amaranth import Module, Mux
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,8 +75,13 @@ class DescriptorCheck(wiring.Component):
         H, W, Ho, Wo = f.in_height, f.in_width, f.out_height, f.out_width
         is_dense, is_dw = op == OP_DENSE, op == OP_DEPTHWISE
         stride_sh = st == 2
-        ho_exp = ((H + 2 * pad - k) >> stride_sh) + 1
-        wo_exp = ((W + 2 * pad - k) >> stride_sh) + 1
+        # The output size the input implies, a register ahead of the flags (the descriptor's
+        # fields hold from WAITD on, so it is in place long before CHECK).
+        ho_exp, wo_exp = Signal(18), Signal(18)
+        m.d.sync += [
+            ho_exp.eq(((H + 2 * pad - k) >> stride_sh) + 1),
+            wo_exp.eq(((W + 2 * pad - k) >> stride_sh) + 1),
+        ]
         conv = is_dense | is_dw
         bad_kernel = ~any_of(k, KERNELS) | ~any_of(st, STRIDES) | (pad >= k)
         pow2_ok = (wfmt == FMT_POW2) & any_of(wbits, POW2_BITS)
@@ -94,14 +102,17 @@ class DescriptorCheck(wiring.Component):
             | (f.go > hp.channel_groups)
             | (is_dense & (f.blocks > hp.weight_blocks))
         )
-        with m.If(~(conv | (op == OP_ADD))):
-            m.d.comb += self.error.eq(ERR_OPCODE)
-        with m.Elif(conv & (bad_kernel | bad_fmt)):
-            m.d.comb += self.error.eq(ERR_SHAPE)
-        with m.Elif(conv & ((f.strip_width == 0) | (f.strip_width > hp.cfg.max_strip))):
-            m.d.comb += self.error.eq(ERR_STRIP)
-        with m.Elif(bad_sizes | (conv & bad_conv) | ((op == OP_ADD) & bad_add)):
-            m.d.comb += self.error.eq(ERR_SIZES)
-        with m.Elif(conv & bad_buf):
-            m.d.comb += self.error.eq(ERR_BUFFER)
+        # In the contract's order: the first true condition names the error.
+        conditions = [
+            (ERR_OPCODE, ~(conv | (op == OP_ADD))),
+            (ERR_SHAPE, conv & (bad_kernel | bad_fmt)),
+            (ERR_STRIP, conv & ((f.strip_width == 0) | (f.strip_width > hp.cfg.max_strip))),
+            (ERR_SIZES, bad_sizes | (conv & bad_conv) | ((op == OP_ADD) & bad_add)),
+            (ERR_BUFFER, conv & bad_buf),
+        ]
+        flags = Signal(len(conditions))
+        m.d.sync += flags.eq(Cat(*(cond for _, cond in conditions)))
+        for i, (code, _) in enumerate(conditions):
+            with (m.If if i == 0 else m.Elif)(flags[i]):
+                m.d.comb += self.error.eq(code)
         return m

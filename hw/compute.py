@@ -73,6 +73,7 @@ class ComputeController(wiring.Component):
         c_la = Signal(range(hp.bank_words * 2))
         rb = Signal(3)  # bank holding input row r0 of the current output row
         rowmask = Signal(MAX_KERNEL)  # kernel rows u inside the map
+        need = Signal(ROW_SEQ_BITS + 1)  # sequence number of the row's last input row
         stall = ~self.out_room
         seg_end = Signal()
         with m.FSM(name="compute"):
@@ -94,15 +95,20 @@ class ComputeController(wiring.Component):
                 ]  # fmt: skip
                 m.next = "ROW"
             with m.State("ROW"):
+                # The row's last input row is registered first and compared with the credit
+                # in ROW_WAIT: both in one state were a 12-level path into the state register.
                 last_row = Mux(r0 + k - 1 > H - 1, H - 1, r0 + k - 1)
                 m.d.sync += [
                     free_seq.eq(seqbase + Mux(r0 < 0, 0, r0)),
                     rb.eq(seqbase + r0),
                     o.eq(0), segout.eq(rowout), wseg.eq(0),
+                    need.eq(seqbase + last_row),
                 ]  # fmt: skip
                 for u in range(MAX_KERNEL):
                     m.d.sync += rowmask[u].eq((r0 + u >= 0) & (r0 + u < H) & (u < k))
-                with m.If(self.loaded.rows > seqbase + last_row):
+                m.next = "ROW_WAIT"
+            with m.State("ROW_WAIT"):
+                with m.If(self.loaded.rows > need):
                     m.next = "SEG"
                 with m.Else():
                     m.d.comb += self.perf.stall.eq(1)

@@ -60,6 +60,9 @@ def read_request(hp: HwParams) -> stream.Signature:
     )
 
 
+ReadTransfer = data.StructLayout({"addr": 32, "beats": REQ_BEATS_BITS})
+"""What the AXI reader takes of a read request (its tag goes to the tag FIFO)."""
+
 WriteCommand = data.StructLayout({"addr": 32, "beats": REQ_BEATS_BITS})
 """One output segment, contiguous in DDR, whose ``beats`` vectors the output FIFO will hold."""
 

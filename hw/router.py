@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.buffers import TAPS, read_members, write_members
 from hw.interfaces import (
     GROUP_BITS,
+    REQ_BEATS_BITS,
     ROW_SEQ_BITS,
     PerfEvents,
     RowCount,
@@ -66,16 +67,46 @@ class DataRouter(wiring.Component):
         sub = Signal(4)  # sub-vector of a depthwise weight beat
         grp, tap = Signal(GROUP_BITS), Signal(5)
         rows_loaded = Signal(ROW_SEQ_BITS)
+        # A ROW tag's column bounds, added up when the tag is popped (not on the R path).
+        data_end = Signal(REQ_BEATS_BITS + 4)
+        cnt_last = Signal.like(cnt)  # cnt at the tag's last beat (or column, or vector)
         m.d.comb += self.loaded.rows.eq(rows_loaded)
         desc_beats = DESCRIPTOR_BYTES // L
+        # The depthwise weights' pipeline registers (stage A in WEIGHTS, stage B always).
+        # sub_last / tap_last: the last sub-vector of a beat and the last tap, per layer.
+        dw = {"vec": Signal(8 * L), "a_grp": Signal(GROUP_BITS), "a_tap": Signal(5),
+              "a_en": Signal(), "sub_last": Signal(3), "tap_last": Signal(5),
+              "cnt_last": cnt_last}  # fmt: skip
+        m.d.sync += [dw["a_en"].eq(0), dw["tap_last"].eq(f.kk - 1)]
+        with m.Switch(f.cbits):
+            for cb in (1, 2, 4, 8):
+                with m.Case(cb):
+                    m.d.sync += dw["sub_last"].eq(8 // cb - 1)
+        self._depthwise_decode(m, dw)
         with m.If(self.layer_reset):
             m.d.sync += [rows_loaded.eq(0), self.wgt_done.eq(0)]
         with m.FSM(name="router"):
             with m.State("IDLE"):
                 m.d.comb += [self.idle.eq(1), self.tags.ready.eq(1)]
                 with m.If(self.tags.valid):
-                    m.d.sync += [tag.eq(self.tags.payload), cnt.eq(0), sub.eq(0), grp.eq(0),
-                                 tap.eq(0)]  # fmt: skip
+                    t = self.tags.payload
+                    m.d.sync += [
+                        tag.eq(t), cnt.eq(0), sub.eq(0), grp.eq(0), tap.eq(0),
+                        data_end.eq(t.lpad + t.n),
+                    ]  # fmt: skip
+                    # The tag's last count, so that no state subtracts on the R path.
+                    last = {
+                        TagKind.DESC: desc_beats - 1,
+                        TagKind.CONST: (f.go << (CHANNEL_RECORD_BYTES - 1).bit_length()) - 1,
+                        TagKind.WEIGHTS: Mux(f.op == OP_DENSE, f.wbeats - 1, f.dw_vecs - 1),
+                        TagKind.ROW: t.lpad + t.n + t.rpad - 1,
+                        TagKind.ADD_A: t.n - 1, TagKind.ADD_C: t.n - 1,
+                    }  # fmt: skip
+                    assert set(last) == set(TagKind), "a tag kind without its last count"
+                    with m.Switch(t.kind):
+                        for kind, value in last.items():
+                            with m.Case(kind):
+                                m.d.sync += cnt_last.eq(value)
                     with m.Switch(self.tags.payload.kind):
                         for kind in TagKind:
                             with m.Case(kind):
@@ -83,27 +114,30 @@ class DataRouter(wiring.Component):
             with m.State("DESC"):
                 m.d.comb += [
                     self.r.ready.eq(1), self.desc.valid.eq(rfire), self.desc.data.eq(rbeat),
-                    self.desc.index.eq(cnt), self.desc.last.eq(cnt == desc_beats - 1),
+                    self.desc.index.eq(cnt), self.desc.last.eq(cnt == cnt_last),
                 ]  # fmt: skip
                 with m.If(rfire):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == desc_beats - 1):
+                    with m.If(cnt == cnt_last):
                         m.next = "IDLE"
             with m.State("CONST"):
                 m.d.comb += self.r.ready.eq(1)
-                self._constants(m, rfire, rbeat, cnt)
+                self._constants(m, rfire, rbeat, cnt, cnt_last)
             with m.State("WEIGHTS"):
                 with m.If(f.op == OP_DENSE):
-                    self._dense_weights(m, rfire, rbeat, cnt)
+                    self._dense_weights(m, rfire, rbeat, cnt, cnt_last)
                 with m.Else():
-                    self._depthwise_weights(m, rbeat, cnt, sub, grp, tap)
+                    self._depthwise_weights(m, rbeat, cnt, sub, grp, tap, dw)
             with m.State("DWDRAIN"):
-                # The last sub-vector was consumed with its beat; nothing else remains.
+                # The last vector is in stage B; its write lands at the end of DWDRAIN2.
+                m.next = "DWDRAIN2"
+            with m.State("DWDRAIN2"):
+                m.d.sync += self.wgt_done.eq(1)
                 m.next = "IDLE"
             with m.State("ROW"):
                 # cnt walks the window's columns: left border, DDR beats, right border.
                 in_lpad = cnt < tag.lpad
-                in_data = ~in_lpad & (cnt < tag.lpad + tag.n)
+                in_data = ~in_lpad & (cnt < data_end)
                 m.d.comb += self.r.ready.eq(in_data)
                 wr_now = Mux(in_data, rfire, 1)
                 zvec = Cat(*([f.z_in] * L))
@@ -115,7 +149,7 @@ class DataRouter(wiring.Component):
                     ]
                 with m.If(wr_now):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == tag.lpad + tag.n + tag.rpad - 1):
+                    with m.If(cnt == cnt_last):
                         with m.If(tag.last_g):
                             m.d.sync += rows_loaded.eq(rows_loaded + 1)
                         m.next = "IDLE"
@@ -126,7 +160,7 @@ class DataRouter(wiring.Component):
                 ]  # fmt: skip
                 with m.If(rfire):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == tag.n - 1):
+                    with m.If(cnt == cnt_last):
                         m.next = "IDLE"
             with m.State("ADD_C"):
                 m.d.comb += [self.r.ready.eq(self.out_room), self.abuf_r.addr.eq(cnt),
@@ -136,16 +170,17 @@ class DataRouter(wiring.Component):
                 with m.If(rfire):
                     m.d.comb += self.perf.eltwise.eq(1)
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == tag.n - 1):
+                    with m.If(cnt == cnt_last):
                         m.next = "IDLE"
         m.d.comb += [self.elt.a.eq(self.abuf_r.data), self.elt.c.eq(rbeat)]
         return m
 
-    def _constants(self, m: Module, rfire: object, rbeat: object, cnt: Signal) -> None:
+    def _constants(self, m: Module, rfire: object, rbeat: object, cnt: Signal,
+                   cnt_last: Signal) -> None:  # fmt: skip
         """Channel records (CHANNEL_RECORD_BYTES each, lane order) into ``cmem``: a group's L
         records are 16 beats at any L, so an 8-lane beat is half a record (the low half waits in
         a register), a 16-lane beat one record and a 32-lane beat two."""
-        f, L = self.layer, self._hp.lanes
+        L = self._hp.lanes
         rec_bits, dw = 8 * CHANNEL_RECORD_BYTES, 8 * L
         used = ChannelConst.size  # the record's bits up to the shift's low SHIFT_BITS
 
@@ -177,10 +212,11 @@ class DataRouter(wiring.Component):
             ]
         with m.If(rfire):
             m.d.sync += cnt.eq(cnt + 1)
-            with m.If(cnt == (f.go << beat_sh) - 1):
+            with m.If(cnt == cnt_last):
                 m.next = "IDLE"
 
-    def _dense_weights(self, m: Module, rfire: object, rbeat: object, cnt: Signal) -> None:
+    def _dense_weights(self, m: Module, rfire: object, rbeat: object, cnt: Signal,
+                       cnt_last: Signal) -> None:  # fmt: skip
         """Widen every code to the internal 4-bit pow2 code (sign bit 3, magnitude in 2:0);
         binary weights become +-1 codes. A block (L x L codes, L / 2 beat-wide granules of
         ``wmem``) takes L / 2 beats of 4-bit codes or L / 8 beats of 1-bit codes, each of the
@@ -204,27 +240,47 @@ class DataRouter(wiring.Component):
         ]
         with m.If(rfire):
             m.d.sync += cnt.eq(cnt + 1)
-            with m.If(cnt == f.wbeats - 1):
+            with m.If(cnt == cnt_last):
                 m.d.sync += self.wgt_done.eq(1)
                 m.next = "IDLE"
 
     def _depthwise_weights(self, m: Module, rbeat: object, cnt: Signal, sub: Signal,
-                           grp: Signal, tap: Signal) -> None:  # fmt: skip
-        """8 / cbits vectors of L codes per beat, in [g][u][w][l] order, each decoded to int8
-        and written to the memory of its tap."""
+                           grp: Signal, tap: Signal, dw: dict[str, Signal]) -> None:  # fmt: skip
+        """Stage A of the depthwise weights: 8 / cbits vectors of L codes per beat, in
+        [g][u][w][l] order, one a cycle into ``dw["vec"]`` with its group and tap."""
         f, L = self.layer, self._hp.lanes
-        wbits, wfmt, cbits = f.weight_bits, f.weight_format, f.cbits
-        vec = Signal(8 * L)
+        cbits = f.cbits
         for cb in (1, 2, 4, 8):
             with m.If(cbits == cb):
                 per = 8 // cb
-                m.d.comb += vec[: cb * L].eq(
+                m.d.sync += dw["vec"][: cb * L].eq(
                     rbeat.word_select(sub[: max(per.bit_length() - 1, 1)], cb * L)
                     if per > 1 else rbeat
                 )  # fmt: skip
-        # int codes: two's complement of `bits` bits inside the container.
+        cnt_last = dw["cnt_last"]
+        last_sub = (sub == dw["sub_last"]) | (cnt == cnt_last)
+        with m.If(self.r.valid):
+            m.d.sync += [dw["a_en"].eq(1), dw["a_grp"].eq(grp), dw["a_tap"].eq(tap)]
+            m.d.comb += self.r.ready.eq(last_sub)
+            m.d.sync += [cnt.eq(cnt + 1), sub.eq(sub + 1)]
+            with m.If(last_sub):
+                m.d.sync += sub.eq(0)
+            with m.If(tap == dw["tap_last"]):
+                m.d.sync += [tap.eq(0), grp.eq(grp + 1)]
+            with m.Else():
+                m.d.sync += tap.eq(tap + 1)
+            with m.If(cnt == cnt_last):
+                m.next = "DWDRAIN"
+
+    def _depthwise_decode(self, m: Module, dw: dict[str, Signal]) -> None:
+        """Stage B: stage A's codes decoded to int8 into registers that write the tap's memory.
+        Select and decode in one cycle were a 16-level path into the LUT-RAM's data."""
+        f, L = self.layer, self._hp.lanes
+        wbits, wfmt, cbits, vec = f.weight_bits, f.weight_format, f.cbits, dw["vec"]
+        # int codes: two's complement of `bits` bits inside the container; `half` depends on
+        # the layer only, so it is a register too.
         half = Signal(9)
-        m.d.comb += half.eq(C(1, 9) << (wbits - 1).as_unsigned()[:3])
+        m.d.sync += half.eq(C(1, 9) << (wbits - 1).as_unsigned()[:3])
         lanes_w = []
         for lane in range(L):
             wv = Signal(signed(8), name=f"dwv{lane}")
@@ -244,28 +300,13 @@ class DataRouter(wiring.Component):
                         else:
                             m.d.comb += wv.eq(ival)
             lanes_w.append(wv)
-        per_beat = Signal(4)
-        m.d.comb += per_beat.eq(8 // 8)
-        with m.Switch(cbits):
-            for cb in (1, 2, 4, 8):
-                with m.Case(cb):
-                    m.d.comb += per_beat.eq(8 // cb)
-        last_sub = (sub == per_beat - 1) | (cnt == f.dw_vecs - 1)
-        with m.If(self.r.valid):
-            for t in range(TAPS):
-                m.d.comb += [
-                    self.dwm_w[t].addr.eq(grp),
-                    self.dwm_w[t].data.eq(Cat(*lanes_w)),
-                    self.dwm_w[t].en.eq(tap == t),
-                ]
-            m.d.comb += self.r.ready.eq(last_sub)
-            m.d.sync += [cnt.eq(cnt + 1), sub.eq(sub + 1)]
-            with m.If(last_sub):
-                m.d.sync += sub.eq(0)
-            with m.If(tap == f.kk - 1):
-                m.d.sync += [tap.eq(0), grp.eq(grp + 1)]
-            with m.Else():
-                m.d.sync += tap.eq(tap + 1)
-            with m.If(cnt == f.dw_vecs - 1):
-                m.d.sync += self.wgt_done.eq(1)
-                m.next = "DWDRAIN"
+        b_data, b_grp, b_tap, b_en = (Signal(8 * L), Signal.like(dw["a_grp"]),
+                                      Signal.like(dw["a_tap"]), Signal())  # fmt: skip
+        m.d.sync += [b_data.eq(Cat(*lanes_w)), b_grp.eq(dw["a_grp"]), b_tap.eq(dw["a_tap"]),
+                     b_en.eq(dw["a_en"])]  # fmt: skip
+        for t in range(TAPS):
+            m.d.comb += [
+                self.dwm_w[t].addr.eq(b_grp),
+                self.dwm_w[t].data.eq(b_data),
+                self.dwm_w[t].en.eq(b_en & (b_tap == t)),
+            ]

@@ -55,9 +55,14 @@ class AddressSequencer(wiring.Component):
         r = Signal(16)  # input row within the strip
         g = Signal(GROUP_BITS)
         off = Signal(32)  # residual add: vectors done
+        add_left = Signal(32)  # residual add: vectors left
         rowaddr, gaddr, base = Signal(32), Signal(32), Signal(range(hp.bank_words))
         geo_lpad, geo_rpad, geo_n = Signal(3), Signal(3), Signal(REQ_BEATS_BITS)
         geo_clo = Signal(16)
+        ws_cur = Signal(16)  # output columns of this strip
+        cf, cend = Signal(signed(18)), Signal(signed(18))  # first, last window column (unclipped)
+        wcur = Signal(signed(18))  # window columns
+        chi = Signal(signed(18))  # last window column inside the map
 
         def request(kind: TagKind, addr: object, beats: object, valid: object = 1) -> None:
             m.d.comb += [
@@ -69,7 +74,7 @@ class AddressSequencer(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.done.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [seq.eq(0), j0.eq(0), off.eq(0)]
+                    m.d.sync += [seq.eq(0), j0.eq(0), off.eq(0), add_left.eq(f.add_words)]
                     with m.If(f.op == OP_ADD):
                         m.next = "ADD_A"
                     with m.Else():
@@ -83,29 +88,34 @@ class AddressSequencer(wiring.Component):
                 request(TagKind.WEIGHTS, f.weight_addr, f.wbeats)
                 with m.If(req.ready):
                     m.next = "STRIP"
+            # Window of this strip (docs/arithmetic.md section 10) and its border padding, over
+            # four states of one or two carry chains each (one state was a 19-level path):
+            # output columns and first input column, then the window's width, left padding,
+            # first and last column, then the last column inside the map, then the columns read.
             with m.State("STRIP"):
-                # Window of this strip (docs/arithmetic.md section 10) and its border padding.
-                ws_cur = Mux(Wo - j0 < ws, Wo - j0, ws)
-                cf = Signal(signed(18))
-                wcur = Signal(signed(18))
-                m.d.comb += [
-                    cf.eq((j0 << stride_sh) - pad),
-                    wcur.eq(((ws_cur - 1) << stride_sh) + k),
-                ]
-                lpad = Mux(cf < 0, -cf, 0)
-                clo = Mux(cf < 0, 0, cf)
-                chi = Mux(cf + wcur - 1 > W - 1, W - 1, cf + wcur - 1)
-                n_in = chi - clo + 1
                 m.d.sync += [
-                    geo_lpad.eq(lpad), geo_clo.eq(clo), geo_n.eq(n_in),
-                    geo_rpad.eq(wcur - lpad - n_in), r.eq(0),
+                    ws_cur.eq(Mux(Wo - j0 < ws, Wo - j0, ws)), cf.eq((j0 << stride_sh) - pad),
+                    r.eq(0),
                 ]  # fmt: skip
-                m.next = "STRIP2"
-            with m.State("STRIP2"):
-                m.d.sync += rowaddr.eq(f.in_addr + geo_clo * L)
+                m.next = "STRIP_W"
+            with m.State("STRIP_W"):
+                m.d.sync += [
+                    wcur.eq(((ws_cur - 1) << stride_sh) + k),
+                    cend.eq(cf + (((ws_cur - 1) << stride_sh) + (k - 1))),
+                    geo_lpad.eq(Mux(cf < 0, -cf, 0)), geo_clo.eq(Mux(cf < 0, 0, cf)),
+                ]  # fmt: skip
+                m.next = "STRIP_E"
+            with m.State("STRIP_E"):
+                m.d.sync += chi.eq(Mux(cend > W - 1, W - 1, cend))
+                m.next = "STRIP_N"
+            with m.State("STRIP_N"):
+                m.d.sync += [geo_n.eq(chi - geo_clo + 1), rowaddr.eq(f.in_addr + geo_clo * L)]
                 m.next = "ROW"
             with m.State("ROW"):
-                m.d.sync += [g.eq(0), gaddr.eq(rowaddr), base.eq(0)]
+                m.d.sync += [
+                    g.eq(0), gaddr.eq(rowaddr), base.eq(0),
+                    geo_rpad.eq(wcur - geo_lpad - geo_n),  # the same every row of the strip
+                ]  # fmt: skip
                 with m.If(seq < self.free.rows + BANKS):
                     m.next = "GRP"
             with m.State("GRP"):
@@ -127,7 +137,9 @@ class AddressSequencer(wiring.Component):
                                 m.next = "STRIP"
                         with m.Else():
                             m.next = "ROW"
-            add_n = Mux(f.add_words - off < ADD_CHUNK, f.add_words - off, ADD_CHUNK)
+            # add_left = add_words - off, kept as a register: subtracting, comparing, adding and
+            # comparing again in ADD_C was a 10-level path into the state register.
+            add_n = Mux(add_left < ADD_CHUNK, add_left, ADD_CHUNK)
             with m.State("ADD_A"):
                 request(TagKind.ADD_A, f.in_addr + off * L, add_n)
                 m.d.comb += tag.n.eq(add_n)
@@ -144,8 +156,8 @@ class AddressSequencer(wiring.Component):
                     self.cmd.payload.beats.eq(add_n),
                 ]  # fmt: skip
                 with m.If(req.valid & req.ready):
-                    m.d.sync += off.eq(off + add_n)
-                    with m.If(off + add_n >= f.add_words):
+                    m.d.sync += [off.eq(off + add_n), add_left.eq(add_left - add_n)]
+                    with m.If(add_left <= ADD_CHUNK):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "ADD_A"

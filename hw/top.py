@@ -29,12 +29,13 @@ from hw.buffers import Buffers, specs
 from hw.compute import ComputeController
 from hw.controller import DescriptorController
 from hw.datapath import Datapath
-from hw.interfaces import WriteCommand, tag_layout
+from hw.interfaces import ReadTransfer, WriteCommand, tag_layout
 from hw.params import HwParams, check
 from hw.ports import GMEM_PREFIX, LITE_PREFIX, accel_ports, lite_ports
 from hw.regfile import RegisterFile
 from hw.router import DataRouter
 from hw.sequencer import AddressSequencer
+from hw.slice import RegisterSlice
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
 
 TAG_FIFO_DEPTH = 16  # read requests in flight between the sequencer and the router
@@ -95,15 +96,20 @@ class Pow2DetAccel(wiring.Component):
         # ---- read requests: controller (descriptors) and sequencer, never at once, so their
         # payloads (zero when not valid) are ORed; a request goes when reader and tag FIFO both
         # take it.
+        # take it. Its address and beats go to the reader through a register slice (the
+        # sequencer's address arithmetic would otherwise run on into the burst splitter's).
         req_valid = ctrl.req.valid | seq.req.valid
         req = Signal.like(seq.req.payload)
         m.d.comb += req.eq(ctrl.req.payload.as_value() | seq.req.payload.as_value())
-        req_ready = rd.req_ready & tags.w_rdy
+        m.submodules.req_slice = req_slice = RegisterSlice(ReadTransfer)
+        req_ready = req_slice.i.ready & tags.w_rdy
         m.d.comb += [
             ctrl.req.ready.eq(req_ready), seq.req.ready.eq(req_ready),
-            rd.req_valid.eq(req_valid & tags.w_rdy), rd.req_addr.eq(req.addr),
-            rd.req_beats.eq(req.beats), tags.w_en.eq(req_valid & req_ready),
+            req_slice.i.valid.eq(req_valid & tags.w_rdy), req_slice.i.payload.addr.eq(req.addr),
+            req_slice.i.payload.beats.eq(req.beats), tags.w_en.eq(req_valid & req_ready),
             tags.w_data.eq(req.tag),
+            rd.req_valid.eq(req_slice.o.valid), rd.req_addr.eq(req_slice.o.payload.addr),
+            rd.req_beats.eq(req_slice.o.payload.beats), req_slice.o.ready.eq(rd.req_ready),
             router.tags.valid.eq(tags.r_rdy), router.tags.payload.eq(tags.r_data),
             tags.r_en.eq(router.tags.ready),
         ]  # fmt: skip
@@ -139,14 +145,18 @@ class Pow2DetAccel(wiring.Component):
 
         # ---- the AXI4 master: INCR bursts of full beats, normal non-cacheable bufferable.
         L = cfg.lanes
-        rready = router.r.ready
+        # R beats reach the router through a register slice: its ready decision (tag kind,
+        # column counts) would otherwise run on out to rready and the outstanding-burst count.
+        m.submodules.r_slice = r_slice = RegisterSlice(cfg.data_width)
+        wiring.connect(m, r_slice.o, router.r)
+        rready = r_slice.i.ready
         rfire = gm("rvalid") & rready
         m.d.comb += [
             gm("arid").eq(0), gm("araddr").eq(rd.araddr), gm("arlen").eq(rd.arlen),
             gm("arsize").eq(L.bit_length() - 1), gm("arburst").eq(1), gm("arcache").eq(0b0011),
             gm("arprot").eq(0), gm("arvalid").eq(rd.arvalid), rd.arready.eq(gm("arready")),
-            gm("rready").eq(rready), router.r.valid.eq(gm("rvalid")),
-            router.r.payload.eq(gm("rdata")), rd.rlast_fire.eq(rfire & gm("rlast")),
+            gm("rready").eq(rready), r_slice.i.valid.eq(gm("rvalid")),
+            r_slice.i.payload.eq(gm("rdata")), rd.rlast_fire.eq(rfire & gm("rlast")),
             gm("awid").eq(0), gm("awaddr").eq(wrt.awaddr), gm("awlen").eq(wrt.awlen),
             gm("awsize").eq(L.bit_length() - 1), gm("awburst").eq(1), gm("awcache").eq(0b0011),
             gm("awprot").eq(0), gm("awvalid").eq(wrt.awvalid), wrt.awready.eq(gm("awready")),
@@ -155,7 +165,8 @@ class Pow2DetAccel(wiring.Component):
             gm("bready").eq(wrt.bready), wrt.bvalid.eq(gm("bvalid")),
             ctrl.bus_error.eq((rfire & (gm("rresp") != 0)) | (gm("bvalid") & (gm("bresp") != 0))),
             ctrl.layer_idle.eq(
-                seq.done & compute.done & router.idle & ~tags.r_rdy & rd.idle & ~cmds.r_rdy
+                seq.done & compute.done & router.idle & ~tags.r_rdy & ~req_slice.o.valid
+                & rd.idle & ~r_slice.o.valid & ~cmds.r_rdy
                 & wrt.idle & ~outq.r_rdy
             ),
         ]  # fmt: skip

@@ -36,19 +36,21 @@ from sw.contract.buffers import (
     weight_container_bits,
 )
 from sw.contract.config import AccelConfig
-from sw.contract.descriptor import FMT_BINARY, OP_ADD, OP_DENSE
+from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, OP_ADD, OP_DENSE
 from sw.contract.layout import CHANNEL_RECORD_BYTES, groups
 
 # Controller costs in cycles, read off the RTL's state machines (hw/controller.py, hw/sequencer.py,
 # hw/compute.py):
-LAYER_FIXED = 19  # NEXT, FETCH, descriptor beats, 4 SETUP, CHECK, GO, RUN exit, first tag pops
+# NEXT, FETCH, 4 SETUP, CHECK, GO, RUN exit, first tag pops; plus the descriptor's beats.
+LAYER_FIXED = 15
 SEG_OVERHEAD = 2  # SEG (queue the write command) + NEXTSEG per output group of a row
-ROW_OVERHEAD = 1  # ROW state per output row
+ROW_OVERHEAD = 2  # ROW and ROW_WAIT states per output row
 STRIP_OVERHEAD = 1  # STRIP state
 TAG_OVERHEAD = 1  # the data router pops one tag per request (one per input row and group)
 PIPE_DRAIN = 14  # issue -> line buffer -> engine -> accumulate -> requant -> output FIFO
 # Extra drain of the engines' registered adder trees (hw/dense.py, hw/depthwise.py).
 DRAIN_DENSE, DRAIN_DW = 2, 3
+DW_WEIGHT_PIPE = 2  # the router's select and decode stages before the last weight lands
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     h, w, ho, wo = d["in_height"], d["in_width"], d["out_height"], d["out_width"]
     gi, go = groups(cin, lanes), groups(cout, lanes)
     rb, wb = mem.read_beats_per_cycle, mem.write_beats_per_cycle
+    fixed = LAYER_FIXED + DESCRIPTOR_BYTES // lanes
     if op == OP_ADD:
         words = gi * h * w
         r.eltwise = words
@@ -127,7 +130,7 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
         # Operands come back in order: A chunk then C chunk; the router pops 2 tags per chunk.
         reads = max(r.read_beats / rb, words / wb) + 2 * chunks * TAG_OVERHEAD
         r.compute = words
-        r.total = round(LAYER_FIXED + mem.latency + reads + PIPE_DRAIN)
+        r.total = round(fixed + mem.latency + reads + PIPE_DRAIN)
         return r
     k, st, p, ws = d["kernel"], d["stride"], d["pad"], d["strip_width"]
     kk = k * k
@@ -184,10 +187,10 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
         (r.read_beats + r.write_beats) / mem.total_beats_per_cycle,
     )
     # The router widens depthwise weights one L-lane vector per cycle (8 / container per beat).
-    load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk)
+    load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk) + DW_WEIGHT_PIPE
     load = const_beats / rb + load_w + 2 * mem.latency
     drain = PIPE_DRAIN + (DRAIN_DENSE if dense else DRAIN_DW)
-    r.total = round(LAYER_FIXED + load + fill + steady + drain)
+    r.total = round(fixed + load + fill + steady + drain)
     return r
 
 
