@@ -46,17 +46,32 @@ class BurstSplitter(wiring.Component):
         m = Module()
         cfg = self._cfg
         sh = _log2(cfg.lanes)
+        page, mb = 4096 >> sh, cfg.max_burst  # beats of a 4 KiB page, of the longest burst
         left = Signal(20)
-        to4k = Signal(range((4096 >> sh) + 1))
-        m.d.comb += to4k.eq((4096 >> sh) - self.addr[sh:12])
-        n1, n = Signal.like(self.len), Signal.like(self.len)
-        m.d.comb += n1.eq(Mux(to4k < cfg.max_burst, to4k, cfg.max_burst))
-        m.d.comb += n.eq(Mux(left < n1, left, n1))
+        # Beats from addr to the next 4 KiB boundary and min(that, max_burst), kept as registers
+        # and stepped with addr, so that a burst's length is one compare and one mux away from
+        # registers (computing them from addr made a 9-level path back into addr).
+        to4k = Signal(range(page + 1))
+        lim = Signal(range(mb + 1))
+        n = Signal.like(self.len)
+        m.d.comb += n.eq(Mux(left < lim, left, lim))
         m.d.comb += [self.len.eq(n), self.req_ready.eq(~self.busy)]
+
+        def set_page(beats: object) -> list[object]:
+            """to4k and lim for ``beats`` (1..page) beats left in the page."""
+            return [to4k.eq(beats), lim.eq(Mux(beats < mb, beats, mb))]
+
         with m.If(self.req_valid & ~self.busy & (self.req_beats != 0)):
             m.d.sync += [self.addr.eq(self.req_addr), left.eq(self.req_beats), self.busy.eq(1)]
+            m.d.sync += set_page(page - self.req_addr[sh:12])
         with m.If(self.take & self.busy):
+            rem = Signal.like(to4k)
+            m.d.comb += rem.eq(to4k - n)
             m.d.sync += [self.addr.eq(self.addr + (n << sh)), left.eq(left - n)]
+            with m.If(rem == 0):  # the burst ended on the boundary: a whole page follows
+                m.d.sync += [to4k.eq(page), lim.eq(mb)]
+            with m.Else():
+                m.d.sync += set_page(rem)
             with m.If(left == n):
                 m.d.sync += self.busy.eq(0)
         return m

@@ -102,17 +102,20 @@ class DescriptorCheck(wiring.Component):
             | (f.go > hp.channel_groups)
             | (is_dense & (f.blocks > hp.weight_blocks))
         )
-        # In the contract's order: the first true condition names the error.
+        # In the contract's order: the first error with a true term names the error. Each term
+        # is a register of its own; the OR of an error's terms happens after them.
         conditions = [
-            (ERR_OPCODE, ~(conv | (op == OP_ADD))),
-            (ERR_SHAPE, conv & (bad_kernel | bad_fmt)),
-            (ERR_STRIP, conv & ((f.strip_width == 0) | (f.strip_width > hp.cfg.max_strip))),
-            (ERR_SIZES, bad_sizes | (conv & bad_conv) | ((op == OP_ADD) & bad_add)),
-            (ERR_BUFFER, conv & bad_buf),
+            (ERR_OPCODE, [~(conv | (op == OP_ADD))]),
+            (ERR_SHAPE, [conv & bad_kernel, conv & bad_fmt]),
+            (ERR_STRIP, [conv & ((f.strip_width == 0) | (f.strip_width > hp.cfg.max_strip))]),
+            (ERR_SIZES, [bad_sizes, conv & bad_conv, (op == OP_ADD) & bad_add]),
+            (ERR_BUFFER, [conv & bad_buf]),
         ]
-        flags = Signal(len(conditions))
-        m.d.sync += flags.eq(Cat(*(cond for _, cond in conditions)))
+        flags = []
+        for code, terms in conditions:
+            flags.append(Signal(len(terms), name=f"flags_{code}"))
+            m.d.sync += flags[-1].eq(Cat(*terms))
         for i, (code, _) in enumerate(conditions):
-            with (m.If if i == 0 else m.Elif)(flags[i]):
+            with (m.If if i == 0 else m.Elif)(flags[i].any()):
                 m.d.comb += self.error.eq(code)
         return m
