@@ -11,7 +11,10 @@ join at the output, which goes to the output FIFO.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+import functools
+import operator
+
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -109,19 +112,25 @@ class Datapath(wiring.Component):
         w_in = Signal.like(dwa.w)
         # Tap slot n of phase p holds kernel tap 9p + n, (u, w) = divmod(tap, k); the window's
         # column of kernel column w is 5 - k + w (the window is right-aligned).
-        for kv in KERNELS:
-            for p in range((kv * kv + DW_TAPS - 1) // DW_TAPS):
-                with m.If((k == kv) & (t1.phase == p)):
-                    for n in range(DW_TAPS):
-                        tap = DW_TAPS * p + n
-                        if tap < kv * kv:
-                            u, wcol = divmod(tap, kv)
-                            m.d.sync += [
-                                d_in[n].eq(win[u][MAX_KERNEL - kv + wcol]),
-                                w_in[n].eq(wt[tap]),
-                            ]
-                        else:
-                            m.d.sync += [d_in[n].eq(0), w_in[n].eq(0)]
+        # The (kernel, phase) case, decoded once and registered beside t1 (one-hot), so that every
+        # d_in / w_in bit is an AND-OR of its few sources: decoding k and the phase in each bit's
+        # cone (the If chain on (k == kv) & (phase == p)) cost ~1,800 LUTs as its own module.
+        cases = [(kv, p) for kv in KERNELS for p in range((kv * kv + DW_TAPS - 1) // DW_TAPS)]
+        sel = Signal(len(cases))
+        m.d.sync += sel.eq(Cat(*[(k == kv) & (self.issue.tag.phase == p) for kv, p in cases]))
+        with m.If(sel.any()):
+            for n in range(DW_TAPS):
+                d_terms, w_terms = [], []
+                for i, (kv, p) in enumerate(cases):
+                    tap = DW_TAPS * p + n
+                    if tap < kv * kv:  # otherwise the slot is zero in this case
+                        u, wcol = divmod(tap, kv)
+                        d_terms.append(Mux(sel[i], win[u][MAX_KERNEL - kv + wcol].as_value(), 0))
+                        w_terms.append(Mux(sel[i], wt[tap], 0))
+                m.d.sync += [
+                    d_in[n].eq(functools.reduce(operator.or_, d_terms)),
+                    w_in[n].eq(functools.reduce(operator.or_, w_terms)),
+                ]
         v2 = Signal()
         t2 = Signal(IssueTag)
         m.d.sync += [v2.eq(v1 & t1.dw & t1.comp), t2.eq(t1)]

@@ -29,7 +29,9 @@ assert all(
     8 * CHANNEL_RECORD.fields[n][1] == ChannelConst[n].offset
     for n in ("bias", "m_pos", "m_neg", "shift")
 )
-CONST_BITS = 72  # the record rounded up to a BRAM byte-with-parity lane
+# cmem's lane width: the record's used bits only (cmem is LUT-RAM, where rounding up to a
+# BRAM's 72-bit lane would store two always-zero columns per lane that nothing reads).
+CONST_BITS = ChannelConst.size
 
 
 def _round_shift_clamp(
