@@ -34,6 +34,8 @@ help:
 	@echo "make bench-sw   runtime benchmark (CPU stages, pipeline, emu vs torch, RSS)"
 	@echo "make eval       float and committed quantized detectors: VOC mAP, TUD person AP"
 	@echo "make verilog / synth / bench-hw / test-rtl   the accelerator (hw/README.md)"
+	@echo "make bench-boards   per board: yosys resources, logic levels, predicted fps"
+	@echo "make board-package BOARD=...   the torch-free wheel + the board's tarball"
 	@echo "make bitstream-scripts BOARD=ultra96v2|zcu104|pynq-z2   the board's Vivado Tcl (no Vivado)"
 	@echo "make bitstream BOARD=...   Verilog + Vivado -> build/deploy/<board>/pow2det.bit, .hwh"
 	@echo "make deploy BOARD=... HOST=user@address [DRY_RUN=1]   package onto the board, selftest"

@@ -728,14 +728,3 @@ def run_command(args: argparse.Namespace, load_config: Callable[[str | None], Ac
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
     return 0 if report.ok else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sw.selftest`` = ``shiftdet selftest``."""
-    from sw import app
-
-    return app.main(["selftest", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
