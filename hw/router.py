@@ -75,8 +75,7 @@ class DataRouter(wiring.Component):
         # The depthwise weights' pipeline registers (stage A in WEIGHTS, stage B always).
         # sub_last / tap_last: the last sub-vector of a beat and the last tap, per layer.
         dw = {"vec": Signal(8 * L), "a_grp": Signal(GROUP_BITS), "a_tap": Signal(5),
-              "a_en": Signal(), "sub_last": Signal(3), "tap_last": Signal(5),
-              "cnt_last": cnt_last}  # fmt: skip
+              "a_en": Signal(), "sub_last": Signal(3), "tap_last": Signal(5)}  # fmt: skip
         m.d.sync += [dw["a_en"].eq(0), dw["tap_last"].eq(f.kk - 1)]
         with m.Switch(f.cbits):
             for cb in (1, 2, 4, 8):
@@ -107,9 +106,6 @@ class DataRouter(wiring.Component):
                         for kind, value in last.items():
                             with m.Case(kind):
                                 m.d.sync += cnt_last.eq(value)
-                    with m.Switch(self.tags.payload.kind):
-                        for kind in TagKind:
-                            with m.Case(kind):
                                 m.next = kind.name
             with m.State("DESC"):
                 m.d.comb += [
@@ -127,7 +123,7 @@ class DataRouter(wiring.Component):
                 with m.If(f.op == OP_DENSE):
                     self._dense_weights(m, rfire, rbeat, cnt, cnt_last)
                 with m.Else():
-                    self._depthwise_weights(m, rbeat, cnt, sub, grp, tap, dw)
+                    self._depthwise_weights(m, rbeat, cnt, cnt_last, sub, grp, tap, dw)
             with m.State("DWDRAIN"):
                 # The last vector is in stage B; its write lands at the end of DWDRAIN2.
                 m.next = "DWDRAIN2"
@@ -244,8 +240,9 @@ class DataRouter(wiring.Component):
                 m.d.sync += self.wgt_done.eq(1)
                 m.next = "IDLE"
 
-    def _depthwise_weights(self, m: Module, rbeat: object, cnt: Signal, sub: Signal,
-                           grp: Signal, tap: Signal, dw: dict[str, Signal]) -> None:  # fmt: skip
+    def _depthwise_weights(self, m: Module, rbeat: object, cnt: Signal, cnt_last: Signal,
+                           sub: Signal, grp: Signal, tap: Signal,
+                           dw: dict[str, Signal]) -> None:  # fmt: skip
         """Stage A of the depthwise weights: 8 / cbits vectors of L codes per beat, in
         [g][u][w][l] order, one a cycle into ``dw["vec"]`` with its group and tap."""
         f, L = self.layer, self._hp.lanes
@@ -257,7 +254,6 @@ class DataRouter(wiring.Component):
                     rbeat.word_select(sub[: max(per.bit_length() - 1, 1)], cb * L)
                     if per > 1 else rbeat
                 )  # fmt: skip
-        cnt_last = dw["cnt_last"]
         last_sub = (sub == dw["sub_last"]) | (cnt == cnt_last)
         with m.If(self.r.valid):
             m.d.sync += [dw["a_en"].eq(1), dw["a_grp"].eq(grp), dw["a_tap"].eq(tap)]
