@@ -36,9 +36,25 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                     help="resumable state (default: <out>.ckpt.pt)")  # fmt: skip
     ap.add_argument("--equalize", action="store_true", help="cross-layer range equalization")
     ap.add_argument("--eval", action="store_true", help="measure VOC-sample mAP of the result")
+    ap.add_argument("--plan", type=Path, default=None,
+                    help="mixed-precision plan (quant.mixed): per-layer weight formats and "
+                    "activation bits; layers it does not list keep the options above")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def build_detector(args: argparse.Namespace, **kw: Any) -> Any:
+    """quant.zoo.build with the common options (and --plan); a bad plan is one line, exit 2."""
+    from quant.plan import PlanError
+    from quant.zoo import build
+
+    try:
+        return build(args.model, args.bits, args.dw_format, args.act_bits,
+                     plan=getattr(args, "plan", None), **kw)  # fmt: skip
+    except PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
@@ -99,6 +115,13 @@ def finish(
         + ("" if args.act_bits == 8 else "; head outputs 8-bit"),
         "command": command_line(args.module, args.argv),
         **meta,
+    }
+    if getattr(args, "plan", None) is not None:
+        metadata["plan"] = str(args.plan)
+        metadata["weights"] = "mixed precision per quant.mixed plan " + str(args.plan)
+        metadata["activations"] = "per plan, 8-bit or 4-bit asymmetric per tensor; heads 8-bit"
+    metadata = {
+        **metadata,
     }
     kw = dict(name=name, classes=voc_names(), metadata=metadata,
               description=f"{args.model} {method}")  # fmt: skip

@@ -16,9 +16,8 @@ import time
 import numpy as np
 import torch
 
-from quant.cli import calibrate_and_reconstruct, common_parser, finish
+from quant.cli import build_detector, calibrate_and_reconstruct, common_parser, finish
 from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
-from quant.zoo import build
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    _, qdet = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
+    _, qdet = build_detector(args, equalize=args.equalize)
     paths = unlabeled_images()
     order = np.random.default_rng(args.seed).permutation(len(paths))
     calib = [paths[i] for i in order[: args.calib]]

@@ -49,12 +49,11 @@ from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
 from quant.calibrate import calibrate_activations
 from quant.checkpoint import load_checkpoint, load_plain, save_checkpoint
-from quant.cli import checkpoint_path, common_parser, finish
+from quant.cli import build_detector, checkpoint_path, common_parser, finish
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
 from quant.equalize import equalize_activations
 from quant.model import LayerFormat, QuantDetector
 from quant.yolo_loss import VocTrainSet, yolo_v3_loss
-from quant.zoo import build
 
 
 class Distill(nn.Module):
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     # Read --init and the labelled set first, so a bad one fails before the model is built.
     init = load_plain(args.init) if args.init is not None else None
     voc = VocTrainSet(args.voc, args.crop, args.voc_set) if args.voc is not None else None
-    net, student = build(args.model, args.bits, args.dw_format, args.act_bits, args.equalize)
+    net, student = build_detector(args, equalize=args.equalize)
     paths = unlabeled_images()[: args.images]
     calib_x = letterbox_batch(paths[: args.calib], args.crop)
     ck_path = checkpoint_path(args)

@@ -1,0 +1,362 @@
+"""Hardware-aware mixed precision: per-conv weight formats (and activation bits) for an fps budget.
+
+    python -m quant.mixed --model yolo-fastest-xl-voc --fraction 0.9 --out plans/xl-w4a8.json
+    python -m quant.mixed --model yolo-fastest-xl-voc --fps 30 --act-avg-bits 4.5 --out P.json
+    python -m quant.mixed --model yolo-fastest-xl-voc --pareto --out docs/img/mixed_pareto.png
+
+Weights: each conv picks one of its candidate formats (dense: pow2 3/4-bit, pow2x2 8-bit, which
+the dense engine runs in two passes; depthwise: pow2 3/4-bit, int8). Its cost is that layer's
+accelerator cycles (sw.contract.cycles.layer_cycles on the descriptor of the all-pow2-4 model
+at --size with the format changed, the Ultra96-V2 build and its board memory model, as
+``make bench-boards``) plus ``--byte-cost`` cycles per weight byte; its loss is the HAWQ-v2
+sensitivity tr(H)/n * ||Q(w) - w||^2 (quant.hessian: Hutchinson on a few unlabeled images in
+float mode). A multiple-choice knapsack (quant.knapsack, hull greedy) minimises the summed loss
+with the total cycles within the budget (--fps, or --fraction of the all-pow2-4 fps; the adds'
+cycles are fixed). The plan's predicted fps counts cycles only, so it is never below the target.
+
+Activations (--act-avg-bits B): activations are one byte each in DDR whatever their bits, so
+they cost no cycles; a second knapsack gives every activation group 4 or 8 bits with cost
+bits x elements (at --size) and budget B x all elements, loss the measured head-output error of
+quantizing that group to 4 bits minus at 8 bits (quant.sensitivity.activation_sensitivity on
+the weight-quantized plan, ranges calibrated per bits). Head outputs stay 8-bit.
+
+The Hessian traces are cached (``--traces``, default plans/<model>.traces.json) by their
+settings, so later plans and the --pareto sweep reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.paths import REPO_ROOT, data_dir
+from quant import knapsack
+from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
+from quant.plan import ALLOWED, FORMAT, VERSION, layer_kinds
+from quant.plan import write as write_plan
+from quant.zoo import MODELS, build, load_darknet
+
+DENSE_OPTIONS = (("pow2", 3), ("pow2", 4), ("pow2x2", 8))
+DW_OPTIONS = (("pow2", 3), ("pow2", 4), ("int", 8))
+BASE = {"dense": ("pow2", 4), "depthwise": ("pow2", 4)}
+DDR_EFF = 0.8  # sustained share of the DDR peak, as bench/accelerator.py and bench/boards.py
+BOARD = "ultra96v2"
+
+
+@dataclass
+class LayerCost:
+    name: str
+    kind: str  # dense / depthwise / add
+    cycles: dict[tuple[str, int], int]  # per candidate format (adds: {("-", 0): cycles})
+    weight_bytes: dict[tuple[str, int], int]
+    elements: int  # output elements at the plan's size
+
+
+@dataclass
+class CostModel:
+    layers: dict[str, LayerCost]
+    clock_hz: float
+    board: str
+
+    def cycles(self, formats: dict[str, tuple[str, int]]) -> int:
+        tot = 0
+        for n, lc in self.layers.items():
+            tot += lc.cycles[formats[n]] if lc.kind != "add" else next(iter(lc.cycles.values()))
+        return tot
+
+    def uniform(self, dense: tuple[str, int], dw: tuple[str, int]) -> dict[str, tuple[str, int]]:
+        return {n: dense if lc.kind == "dense" else dw for n, lc in self.layers.items()
+                if lc.kind != "add"}  # fmt: skip
+
+
+def cost_model(model: str, size: int = 512, board: str = BOARD) -> CostModel:
+    """Per-layer cycles of every candidate format: the all-pow2-4 model (layer shapes of the cfg,
+    random weights) through bench's descriptor path, then weight_format/bits varied per layer."""
+    from deploy.boards import load_all
+    from sim.darknet_net import accelerator_layers, random_artifact_from_cfg
+    from sw.compiler import layer_limit, weight_block_bytes
+    from sw.contract.codes import weight_terms
+    from sw.contract.cycles import MemoryModel, layer_cycles
+    from sw.descriptors import WEIGHT_FORMAT_CODES
+
+    b = load_all()[board]
+    cfg = b.accel
+    port = min(1.0, b.hp_width / cfg.data_width)
+    mem = MemoryModel(port, port, b.ddr_gbps * 1e9 * DDR_EFF / (cfg.clock_mhz * 1e6) / cfg.lanes)
+    d = data_dir() / "weights" / "darknet"
+    art = random_artifact_from_cfg(str(d / f"{model}.cfg"), size, seed=1, dense_bits=4,
+                                   dw_format="pow2")  # fmt: skip
+    shapes = art.shapes()
+    layers: dict[str, LayerCost] = {}
+    for lname, desc, op in accelerator_layers(art, cfg):
+        if desc is None:
+            continue
+        idx = int(lname[1:])
+        elems = int(np.prod(shapes[lname]))
+        if op == "add":
+            layers[f"add{idx}"] = LayerCost(f"add{idx}", "add",
+                                            {("-", 0): layer_cycles(desc, cfg, mem).total}, {},
+                                            elems)  # fmt: skip
+            continue
+        kind = "dense" if op == "dense" else "depthwise"
+        cyc, wb = {}, {}
+        cin, cout, k = desc["in_channels"], desc["out_channels"], desc["kernel"]
+        for fmt, bits in DENSE_OPTIONS if kind == "dense" else DW_OPTIONS:
+            if (fmt, bits) not in ALLOWED[kind]:
+                continue
+            terms = weight_terms(fmt)
+            if layer_limit(kind, cin, cout, k, desc["stride"], desc["strip_width"], cfg, terms):
+                continue  # e.g. pow2x2 weights over the weight buffer
+            d2 = dict(desc, weight_format=WEIGHT_FORMAT_CODES[fmt], weight_bits=bits)
+            cyc[(fmt, bits)] = layer_cycles(d2, cfg, mem).total
+            wb[(fmt, bits)] = weight_block_bytes(kind, cin, cout, k, bits, cfg)
+        layers[f"conv{idx}"] = LayerCost(f"conv{idx}", kind, cyc, wb, elems)
+    return CostModel(layers, cfg.clock_mhz * 1e6, board)
+
+
+def traces_for(args: argparse.Namespace) -> dict[str, float]:
+    """Hutchinson traces of every conv, from the cache when its settings match."""
+    from quant.hessian import conv_traces
+
+    key = dict(model=args.model, images=args.hess_images, size=args.hess_size,
+               samples=args.hess_samples, seed=args.seed, data=CALIB_SET)  # fmt: skip
+    path = args.traces or REPO_ROOT / "plans" / f"{args.model}.traces.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("settings") == key:
+            return cached["traces"]
+    _, qdet = build(args.model, 4, "pow2")
+    paths = unlabeled_images()
+    order = np.random.default_rng(args.seed).permutation(len(paths))
+    x = letterbox_batch([paths[i] for i in order[: args.hess_images]], args.hess_size)
+    t0 = time.perf_counter()
+    tr = conv_traces(qdet, x, args.hess_samples, args.seed, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": key, "seconds": round(time.perf_counter() - t0, 1),
+                                "traces": tr}, indent=1) + "\n")  # fmt: skip
+    return tr
+
+
+def weight_losses(
+    args: argparse.Namespace, cm: CostModel
+) -> dict[str, dict[tuple[str, int], float]]:
+    from quant.hessian import format_sensitivity
+
+    tr = traces_for(args)
+    net = load_darknet(args.model)
+    from quant.model import QuantDetector
+
+    qdet = QuantDetector(net)
+    fmts = {n: list(lc.cycles) for n, lc in cm.layers.items() if lc.kind != "add"}
+    return format_sensitivity(qdet, tr, fmts)
+
+
+def solve_weights(
+    cm: CostModel, losses: dict[str, dict[tuple[str, int], float]], target_cycles: float,
+    byte_cost: float,
+) -> tuple[dict[str, tuple[str, int]], knapsack.Solution]:  # fmt: skip
+    convs = [n for n, lc in cm.layers.items() if lc.kind != "add"]
+    fixed = sum(next(iter(lc.cycles.values())) for lc in cm.layers.values() if lc.kind == "add")
+    opts = [list(cm.layers[n].cycles) for n in convs]
+    groups = [
+        [(cm.layers[n].cycles[f] + byte_cost * cm.layers[n].weight_bytes[f], losses[n][f])
+         for f in o]
+        for n, o in zip(convs, opts, strict=True)
+    ]  # fmt: skip
+    sol = knapsack.greedy(groups, target_cycles - fixed)
+    if sol is None:
+        cheapest = fixed + sum(min(g)[0] for g in groups)
+        raise SystemExit(f"budget of {target_cycles:,.0f} cycles is below the cheapest plan "
+                         f"({cheapest:,.0f} cycles, {cm.clock_hz / cheapest:.1f} fps)")  # fmt: skip
+    return {n: o[k] for n, o, k in zip(convs, opts, sol.choice, strict=True)}, sol
+
+
+def solve_acts(
+    args: argparse.Namespace, cm: CostModel, formats: dict[str, tuple[str, int]]
+) -> tuple[dict[str, int], dict[str, float]]:
+    """act bits per producer (conv/add) and the measured 4-bit losses per group."""
+    from quant.calibrate import calibrate_activations
+    from quant.sensitivity import activation_sensitivity
+
+    plan = {"layers": {n: {"weights": f, "bits": b} for n, (f, b) in formats.items()}}
+    _, qdet = build(args.model, 4, "pow2", 8, plan=plan)
+    paths = unlabeled_images()
+    order = np.random.default_rng(args.seed + 1).permutation(len(paths))
+    calib = list(letterbox_batch([paths[i] for i in order[:16]], args.hess_size).split(8))
+    x = letterbox_batch(paths[-args.act_images :], args.hess_size)
+    heads = {qdet.by_name[h].group for h in qdet.heads}
+    err: dict[int, dict[int, float]] = {}
+    for bits in (8, 4):
+        for g, q in enumerate(qdet.aq):
+            q.bits = 8 if g in heads else bits
+        calibrate_activations(qdet, calib, quantized_weights=True)
+        _, per = activation_sensitivity(qdet, x)
+        for e in per:
+            err.setdefault(e.group, {})[bits] = e.error
+    groups, gids = [], []
+    total = 0
+    for g in range(len(qdet.aq)):
+        members = [n.name for n in qdet.group_members(g)]
+        elems = sum(cm.layers[m].elements for m in members if m in cm.layers)
+        total += elems
+        gids.append(g)
+        if g in heads:
+            groups.append([(8.0 * elems, 0.0)])
+        else:
+            d4 = max(err[g][4] - err[g][8], 0.0)
+            groups.append([(4.0 * elems, d4), (8.0 * elems, 0.0)])
+    sol = knapsack.greedy(groups, args.act_avg_bits * total)
+    if sol is None:
+        raise SystemExit(f"--act-avg-bits {args.act_avg_bits}: below what the 8-bit heads need")
+    bits_of_group = {g: (8 if len(grp) == 1 or k == 1 else 4)
+                     for g, grp, k in zip(gids, groups, sol.choice, strict=True)}  # fmt: skip
+    act = {n.name: bits_of_group[n.group] for n in qdet.nodes if n.op in ("conv", "add")}
+    loss = {f"group{g}": max(err[g][4] - err[g][8], 0.0) for g in gids if g not in heads}
+    avg = sum(c for grp, k in zip(groups, sol.choice, strict=True) for c in [grp[k][0]]) / total
+    print(f"activations: {sum(1 for b in bits_of_group.values() if b == 4)} of "
+          f"{len(bits_of_group)} groups at 4 bits, average {avg:.3f} bits/element")  # fmt: skip
+    return act, loss
+
+
+def make_plan(args: argparse.Namespace) -> dict:
+    cm = cost_model(args.model, args.size)
+    base = cm.cycles(cm.uniform(BASE["dense"], BASE["depthwise"]))
+    base_fps = cm.clock_hz / base
+    target = cm.clock_hz / args.fps if args.fps else base / args.fraction
+    losses = weight_losses(args, cm)
+    formats, sol = solve_weights(cm, losses, target, args.byte_cost)
+    cyc = cm.cycles(formats)
+    kinds = layer_kinds(load_darknet(args.model).cfg)
+    layers: dict[str, dict] = {}
+    acts: dict[str, int] = {}
+    if args.act_avg_bits is not None:
+        acts, _ = solve_acts(args, cm, formats)
+    for n, kind in kinds.items():
+        spec: dict = {}
+        if kind != "add":
+            spec = {"weights": formats[n][0], "bits": formats[n][1]}
+        spec["act_bits"] = acts.get(n, 8)
+        layers[n] = spec
+    budget = {"fps": args.fps} if args.fps else {"fraction_of_w4": args.fraction}
+    budget.update(board=cm.board, clock_mhz=cm.clock_hz / 1e6, byte_cost=args.byte_cost)
+    if args.act_avg_bits is not None:
+        budget["act_avg_bits"] = args.act_avg_bits
+    plan = {
+        "format": FORMAT, "version": VERSION, "model": args.model, "size": args.size,
+        "budget": budget, "layers": layers,
+        "predicted": {
+            "fps_200mhz": round(cm.clock_hz / cyc, 2), "fps_fraction_of_w4": round(base / cyc, 4),
+            "cycles": cyc, "w4_cycles": base, "w4_fps_200mhz": round(base_fps, 2),
+            "loss_proxy": sol.loss, "loss_proxy_lp_bound": sol.lp_loss,
+            "loss_proxy_w4": sum(losses[n][BASE[cm.layers[n].kind]] for n in losses),
+        },
+    }  # fmt: skip
+    return plan
+
+
+def summary(plan: dict) -> str:
+    from collections import Counter
+
+    c = Counter(f"{s['weights']}{s['bits']}" for s in plan["layers"].values() if "weights" in s)
+    a = Counter(s["act_bits"] for s in plan["layers"].values())
+    p = plan["predicted"]
+    frac = 100 * p["fps_fraction_of_w4"]
+    return (
+        f"{plan['model']}: {p['fps_200mhz']} fps at 200 MHz ({frac:.1f}"
+        f" % of all-pow2-4 {p['w4_fps_200mhz']} fps), weights {dict(c)}, act bits "
+        f"{dict(a)}, loss proxy {p['loss_proxy']:.4g} (all pow2-4 {p['loss_proxy_w4']:.4g})"
+    )
+
+
+def pareto(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model, color in zip(args.models, ("tab:blue", "tab:orange"), strict=False):
+        args.model = model
+        cm = cost_model(model, args.size)
+        losses = weight_losses(args, cm)
+        base = cm.cycles(cm.uniform(BASE["dense"], BASE["depthwise"]))
+
+        slow = cm.cycles(cm.uniform(("pow2x2", 8), ("int", 8)))
+        pts = []
+        for frac in np.linspace(base / slow, 1.0, 40):
+            formats, sol = solve_weights(cm, losses, base / frac, args.byte_cost)
+            pts.append((cm.clock_hz / cm.cycles(formats), sol.loss))
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color,
+                label=f"{model}: mixed (knapsack)")  # fmt: skip
+        for (dense, dw), mk, lab in (
+            ((("pow2", 4), ("pow2", 4)), "o", "all pow2-4"),
+            ((("pow2", 3), ("pow2", 3)), "v", "all pow2-3"),
+            ((("pow2x2", 8), ("int", 8)), "s", "all pow2x2 (dw int8)"),
+            ((("pow2", 4), ("int", 8)), "D", "pow2-4, dw int8"),
+        ):
+            f = cm.uniform(dense, dw)
+            fps, lo = cm.clock_hz / cm.cycles(f), sum(losses[n][f[n]] for n in f)
+            ax.plot([fps], [lo], mk, color=color, ms=7)
+            ax.annotate(lab, (fps, lo), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted fps at 200 MHz, 512x512 (Ultra96-V2 cycle model)")
+    ax.set_ylabel("loss proxy: sum of tr(H)/n ||Q(w)-w||^2")
+    ax.set_title("Hardware-aware mixed precision (weights)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--model", default="yolo-fastest-xl-voc", choices=MODELS)
+    b = ap.add_mutually_exclusive_group()
+    b.add_argument("--fps", type=float, default=None, help="target fps at the board's clock")
+    b.add_argument("--fraction", type=float, default=None,
+                   help="target as a fraction of the all-pow2-4-bit fps")  # fmt: skip
+    ap.add_argument("--act-avg-bits", type=float, default=None,
+                    help="W4A4-class: average activation bits per element (e.g. 4.5)")  # fmt: skip
+    ap.add_argument("--size", type=int, default=512, help="input size of the cycle model")
+    ap.add_argument("--byte-cost", type=float, default=0.01, help="cycles per weight byte")
+    ap.add_argument("--hess-images", type=int, default=8)
+    ap.add_argument("--hess-size", type=int, default=256)
+    ap.add_argument("--hess-samples", type=int, default=16)
+    ap.add_argument("--act-images", type=int, default=4)
+    ap.add_argument("--traces", type=Path, default=None, help="trace cache (JSON)")
+    ap.add_argument("--pareto", action="store_true", help="sweep budgets, plot to --out (PNG)")
+    ap.add_argument("--models", nargs="+", default=["yolo-fastest-xl-voc", "yolo-fastest-voc"],
+                    help="--pareto: the models drawn")  # fmt: skip
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.pareto:
+        pareto(args)
+        return
+    if args.fps is None and args.fraction is None:
+        ap.error("one of --fps / --fraction (or --pareto)")
+    t0 = time.perf_counter()
+    plan = make_plan(args)
+    plan["budget"]["command"] = "python -m quant.mixed " + " ".join(
+        argv if argv is not None else __import__("sys").argv[1:]
+    )
+    write_plan(args.out, plan)
+    print(summary(plan))
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
