@@ -26,6 +26,7 @@ from sw.contract.descriptor import (
     FMT_BINARY,
     FMT_INT,
     FMT_POW2,
+    FMT_POW2X2,
     KERNELS,
     OP_ADD,
     OP_DENSE,
@@ -44,10 +45,12 @@ from sw.contract.registers import (
     ERROR_BITS,
 )
 
-# The checks below take pow2 and binary weights in both engines and a contiguous range of int
-# widths in the depthwise engine only: the contract's sets must have that shape.
-assert DENSE_WEIGHTS == (*(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS))
-assert DEPTHWISE_WEIGHTS == (*DENSE_WEIGHTS, *(("int", b) for b in DW_INT_BITS))
+# The checks below take pow2 and binary weights in both engines, 8-bit pow2x2 in the dense
+# engine only and a contiguous range of int widths in the depthwise engine only: the
+# contract's sets must have that shape.
+SHIFT = (*(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS))
+assert DENSE_WEIGHTS == (*SHIFT, ("pow2x2", 8))
+assert DEPTHWISE_WEIGHTS == (*SHIFT, *(("int", b) for b in DW_INT_BITS))
 assert DW_INT_BITS == tuple(range(DW_INT_BITS[0], DW_INT_BITS[-1] + 1))
 
 
@@ -87,7 +90,8 @@ class DescriptorCheck(wiring.Component):
         pow2_ok = (wfmt == FMT_POW2) & any_of(wbits, POW2_BITS)
         bin_ok = (wfmt == FMT_BINARY) & any_of(wbits, BINARY_BITS)
         int_ok = (wfmt == FMT_INT) & (wbits >= DW_INT_BITS[0]) & (wbits <= DW_INT_BITS[-1])
-        bad_fmt = Mux(is_dense, ~(pow2_ok | bin_ok), ~(pow2_ok | bin_ok | int_ok))
+        x2_ok = (wfmt == FMT_POW2X2) & (wbits == 8)
+        bad_fmt = Mux(is_dense, ~(pow2_ok | bin_ok | x2_ok), ~(pow2_ok | bin_ok | int_ok))
         bad_sizes = (
             (cin == 0) | (cout == 0) | (H == 0) | (W == 0)
             | (f.out_bits < OUT_BITS_MIN) | (f.out_bits > OUT_BITS_MAX)

@@ -61,6 +61,7 @@ class ComputeController(wiring.Component):
         wseg = Signal(range(hp.weight_blocks + 1))  # first weight block of group o
         # dense issue counters: pixel, input group, kernel row, kernel column
         dj, dg, du, dw_ = Signal(16), Signal(GROUP_BITS), Signal(3), Signal(3)
+        dt = Signal()  # pow2x2: the term (block 2b, then 2b + 1) of the same input vector
         la_j, la_g = Signal(range(hp.bank_words * 2)), Signal(range(hp.bank_words * 2))
         wa = Signal(range(hp.weight_blocks + 1))
         # depthwise issue counters: window column shifted in, column of the next pixel, pixels,
@@ -118,7 +119,7 @@ class ComputeController(wiring.Component):
                     self.cmd.payload.beats.eq(wscur),
                 ]  # fmt: skip
                 m.d.sync += [
-                    dj.eq(0), dg.eq(0), du.eq(0), dw_.eq(0), la_j.eq(0), la_g.eq(0),
+                    dj.eq(0), dg.eq(0), du.eq(0), dw_.eq(0), dt.eq(0), la_j.eq(0), la_g.eq(0),
                     wa.eq(wseg), c_col.eq(0), c_next.eq(k - 1), c_pix.eq(0), c_pend.eq(0),
                     c_ph.eq(0), c_wcur.eq(((wscur - 1) << stride_sh) + k),
                     c_la.eq(o * f.wwin),
@@ -131,16 +132,22 @@ class ComputeController(wiring.Component):
             with m.State("DENSE"):
                 m.d.comb += [
                     iss.valid.eq(~stall), iss.la.eq(la_g + dw_), iss.waddr.eq(wa),
-                    itag.dense.eq(1), itag.first.eq((dg == 0) & (du == 0) & (dw_ == 0)),
-                    itag.last.eq((dg == f.gi - 1) & (du == k - 1) & (dw_ == k - 1)),
+                    itag.dense.eq(1),
+                    itag.first.eq((dg == 0) & (du == 0) & (dw_ == 0) & ~dt),
+                    itag.last.eq((dg == f.gi - 1) & (du == k - 1) & (dw_ == k - 1)
+                                 & (dt == f.terms2)),
                     itag.bank.eq(rb + du), itag.rowmask.eq(rowmask >> du), itag.o.eq(o),
                 ]  # fmt: skip
                 with m.If(stall):
                     m.d.comb += self.perf.stall.eq(1)
                 with m.Else():
                     m.d.comb += self.perf.dense.eq(1)
-                    m.d.sync += [wa.eq(wa + 1), dw_.eq(dw_ + 1)]
-                    with m.If(dw_ == k - 1):
+                    m.d.sync += wa.eq(wa + 1)
+                    with m.If(f.terms2 & ~dt):  # pow2x2: the same vector again, second term
+                        m.d.sync += dt.eq(1)
+                    with m.Else():
+                        m.d.sync += [dt.eq(0), dw_.eq(dw_ + 1)]
+                    with m.If((dt == f.terms2) & (dw_ == k - 1)):
                         m.d.sync += [dw_.eq(0), du.eq(du + 1)]
                         with m.If(du == k - 1):
                             m.d.sync += [du.eq(0), dg.eq(dg + 1), la_g.eq(la_g + f.wwin)]

@@ -27,6 +27,7 @@ from sw.contract.descriptor import (
     DESCRIPTOR_BYTES,
     FMT_BINARY,
     FMT_POW2,
+    FMT_POW2X2,
     LAYOUT,
     OP_DENSE,
     OP_DEPTHWISE,
@@ -114,6 +115,8 @@ class DescriptorController(wiring.Component):
                     f.gi.eq((f.in_channels + L - 1) >> lanes_sh),
                     f.go.eq((f.out_channels + L - 1) >> lanes_sh),
                     f.kk.eq(k * k),
+                    # pow2x2: two 4-bit term blocks (two issues) per (og, ig, u, w).
+                    f.terms2.eq(is_dense & (wfmt == FMT_POW2X2)),
                     f.wwin.eq(((ws - 1) << stride_sh) + k),
                     f.in_pixels.eq(f.in_height * f.in_width), f.in_row.eq(f.in_width * L),
                     f.out_plane.eq(f.out_height * f.out_width * L),
@@ -125,7 +128,7 @@ class DescriptorController(wiring.Component):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.sync += [
-                    f.T.eq(f.gi * f.kk),
+                    f.T.eq((f.gi * f.kk) << f.terms2),
                     f.slot_words.eq(f.gi * f.wwin),
                     f.dw_vecs.eq(f.gi * f.kk),
                     # One multiply per derived size per cycle: the product of three 16-bit

@@ -83,8 +83,9 @@ def layer_layout(hp: HwParams) -> data.StructLayout:
         "qmax": 8,  # (1 << out_bits) - 1
         "gi": GROUP_BITS, "go": GROUP_BITS,  # channel groups in / out
         "kk": 5,  # kernel * kernel
+        "terms2": 1,  # dense pow2x2: two issues (term blocks) per input vector
         "wwin": range(hp.max_window + 1),  # input columns of a full strip window
-        "T": 20,  # dense: cycles per output pixel = gi * k * k
+        "T": 20,  # dense: cycles per output pixel = gi * k * k (x 2 for pow2x2)
         "in_pixels": 32,  # in_height * in_width
         "in_plane": 32, "in_row": 32, "out_plane": 32, "out_row": 32,  # byte strides
         "slot_words": 24,  # line-buffer words of one row of a full window (gi * wwin)

@@ -17,6 +17,7 @@ group), a single-input route / dropout / yolo is an alias, ``shortcut`` is the c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +60,12 @@ class LayerFormat:
 
     dense: tuple[str, int] = ("pow2", 4)
     depthwise: tuple[str, int] = ("pow2", 4)
+    # Per-conv choices by node name ("conv5": ("pow2x2", 8)), e.g. from a mixed-precision plan.
+    layers: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
-    def of(self, depthwise: bool) -> tuple[str, int]:
+    def of(self, depthwise: bool, name: str | None = None) -> tuple[str, int]:
+        if name is not None and name in self.layers:
+            return tuple(self.layers[name])  # type: ignore[return-value]
         return self.depthwise if depthwise else self.dense
 
 
@@ -73,6 +78,7 @@ class QuantDetector(nn.Module):
         fmt: LayerFormat | None = None,
         act_bits: int = 8,
         head_bits: int | None = None,
+        act_bits_of: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         fmt = fmt or LayerFormat()
@@ -108,7 +114,7 @@ class QuantDetector(nn.Module):
                     raise ValueError(f"{spec.where()}: only dense or depthwise convs")
                 name = f"conv{i}"
                 dw = spec.groups != 1
-                wf, wb = fmt.of(dw)
+                wf, wb = fmt.of(dw, f"conv{i}")
                 node = QNode(name, "conv", [prev], i, dict(
                     kernel=spec.size, stride=spec.stride, pad=spec.padding, groups=spec.groups,
                     activation=spec.activation, out_channels=spec.filters, depthwise=dw,
@@ -176,6 +182,15 @@ class QuantDetector(nn.Module):
             n.group = idx[find(group_of[n.name])]
         self.aq = nn.ModuleList(ActQuantizer(act_bits) for _ in roots)
         self.by_name = {n.name: n for n in self.nodes}
+        # Per-node output bits (a plan): a group takes the largest request of its members.
+        requested: dict[int, int] = {}
+        for name, b in (act_bits_of or {}).items():
+            if name not in self.by_name or self.by_name[name].op not in ("conv", "add"):
+                raise ValueError(f"act_bits_of: {name!r} is not a conv or add node")
+            g = self.by_name[name].group
+            requested[g] = max(requested.get(g, 0), int(b))
+        for g, b in requested.items():
+            self.aq[g].bits = b
         # The head outputs go to the ARM decoder, not to another layer: keeping them at 8 bits
         # (head_bits) costs the accelerator nothing and spares the box regression 4-bit steps.
         for h in self.heads if head_bits else []:

@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from sw.artifact import pow2_max_exponent
+from sw.contract.codes import pow2x2_values
 from sw.contract.requant import range_to_quant
 
-WEIGHT_FORMATS = ("pow2", "int", "binary")
+WEIGHT_FORMATS = ("pow2", "int", "binary", "pow2x2")
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -38,8 +39,23 @@ def pow2_levels(r: Tensor, bits: int) -> Tensor:
     return torch.where(a < 0.5, torch.zeros_like(a), torch.exp2(e))
 
 
+_POW2X2 = torch.from_numpy(pow2x2_values().astype(np.float64))
+_POW2X2_MAG = _POW2X2[_POW2X2 >= 0]  # the set is symmetric: round |x|, keep the sign
+
+
+def nearest_level(x: Tensor, levels: Tensor) -> Tensor:
+    """The nearest of ascending ``levels`` to each element (ties to the lower level: towards
+    zero for magnitudes)."""
+    lv = levels.to(x.dtype)
+    i = torch.clamp(torch.searchsorted(lv, x.contiguous()), 1, lv.numel() - 1)
+    lo, hi = lv[i - 1], lv[i]
+    return torch.where(x - lo <= hi - x, lo, hi)
+
+
 def quantize_integer(x: Tensor, fmt: str, bits: int) -> Tensor:
     """Integer weight values v (as floats) of x = w / s_w, in the format's value set."""
+    if fmt == "pow2x2":
+        return torch.sign(x) * nearest_level(x.abs(), _POW2X2_MAG)
     if fmt == "pow2":
         return torch.sign(x) * pow2_levels(x, bits)
     if fmt == "int":
@@ -51,6 +67,8 @@ def quantize_integer(x: Tensor, fmt: str, bits: int) -> Tensor:
 
 
 def max_level(fmt: str, bits: int) -> float:
+    if fmt == "pow2x2":
+        return float(_POW2X2[-1])
     if fmt == "pow2":
         return float(2 ** pow2_max_exponent(bits))
     if fmt == "int":
@@ -91,7 +109,7 @@ class WeightQuantizer(nn.Module):
             return
         base = amax / max_level(self.fmt, self.bits)
         # pow2: s and 2s share a grid except at both ends, so one octave either side suffices.
-        lo = -1.5 if self.fmt == "pow2" else -1.0
+        lo = -1.5 if self.fmt in ("pow2", "pow2x2") else -1.0
         factors = torch.exp2(torch.linspace(lo, 0.5, grid, dtype=torch.float64))
         best_err = torch.full_like(amax, math.inf)
         best = base.clone()

@@ -52,7 +52,15 @@ from sw.contract.codes import (  # noqa: F401 - re-exported: the artifact's code
 )
 
 FORMAT_NAME = "pow2det.artifact"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest; version 3 added the pow2x2 weight format
+READ_VERSIONS = (2, 3)  # a model without pow2x2 weights is written as version 2
+
+
+def version_for(nodes: list[Any]) -> int:
+    """The lowest version that holds these nodes, so older runtimes keep reading them."""
+    return 3 if any(n.attrs.get("weight_format") == "pow2x2" for n in nodes) else 2
+
+
 HEADER_MEMBER = "__header__"
 UPGRADE_COMMAND = "python -m sw.artifact upgrade"
 
@@ -60,7 +68,7 @@ OPS = ("conv", "add", "concat", "upsample", "maxpool")
 ACTIVATIONS = ("linear", "relu", "leaky")
 ADD_ACTIVATIONS = ("linear", "relu")
 # Weight formats and the bit widths each supports (docs/arithmetic.md section 3).
-WEIGHT_BITS = {"pow2": (3, 4, 5, 8), "binary": (1,), "int": (2, 3, 4, 5, 6, 7, 8)}
+WEIGHT_BITS = {"pow2": (3, 4, 5, 8), "binary": (1,), "int": (2, 3, 4, 5, 6, 7, 8), "pow2x2": (8,)}
 ACT_BITS = range(2, 9)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_CHANNELS = 65535  # channels, groups and a yolo head's classes
@@ -474,7 +482,7 @@ def _header(art: Artifact, tensor_names: dict[tuple[str, str], str]) -> dict[str
         nodes.append(d)
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": version_for(art.nodes),
         "name": art.name,
         "description": art.description,
         "input": {
@@ -810,10 +818,11 @@ def _check_format(header: dict[str, Any], path: Path) -> int:
             f"{FORMAT_VERSION}, which checksums the header too); upgrade it once with: "
             f"{UPGRADE_COMMAND} {path} NEW.npz"
         )
-    if type(v) is not int or v != FORMAT_VERSION:
+    if type(v) is not int or v not in READ_VERSIONS:
         _fail(
             f"artifact version {_short_repr(v)} is not supported "
-            f"(this runtime reads version {FORMAT_VERSION}; re-export the model)"
+            f"(this runtime reads versions {READ_VERSIONS[0]}-{FORMAT_VERSION}; "
+            f"re-export the model)"
         )
     return v
 
@@ -845,7 +854,10 @@ def _from_bytes(data: bytes, path: Path) -> Artifact:
         _fail("header or tensors do not match the digest (edited or corrupted file)")
     if canonical_json(header) != blob:
         _fail("header is not stored in canonical JSON form (edited file)")
-    return _parse(header, arrays, FORMAT_VERSION)
+    art = _parse(header, arrays, FORMAT_VERSION)
+    if header["version"] < version_for(art.nodes):
+        _fail(f"version {header['version']} file holds pow2x2 weights (version 3 and later)")
+    return art
 
 
 # --- header fields: type and range of each, then the rules of validate()
@@ -1064,7 +1076,7 @@ def upgrade(old: str | os.PathLike[str], new: str | os.PathLike[str], overwrite:
     before, before_arrays = read_members(old)
     after, after_arrays = read_members(new)
     after.pop("digest", None)
-    before["version"] = FORMAT_VERSION
+    before["version"] = READ_VERSIONS[0]  # a version 1 file holds no pow2x2
     same = before == after and before_arrays.keys() == after_arrays.keys()
     same = same and all(
         a.dtype == after_arrays[k].dtype and np.array_equal(a, after_arrays[k])

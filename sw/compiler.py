@@ -30,6 +30,7 @@ import numpy as np
 from sw.artifact import FORMAT_VERSION, Artifact, Node, Quant
 from sw.contract import cycles
 from sw.contract.buffers import BANKS, bank_words, weight_block_capacity
+from sw.contract.codes import weight_terms
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import DENSE_WEIGHTS, DEPTHWISE_WEIGHTS, KERNELS, STRIDES
 from sw.contract.layout import (
@@ -42,6 +43,7 @@ from sw.contract.layout import (
     depthwise_weight_order,
     groups,
     pack_codes,
+    split_terms,
 )
 from sw.descriptors import (
     DESCRIPTOR_BYTES,
@@ -96,9 +98,10 @@ def input_row_words(in_channels: int, kernel: int, stride: int, strip: int, lane
     return groups(in_channels, lanes) * ((strip - 1) * stride + kernel)
 
 
-def dense_weight_blocks(cin: int, cout: int, kernel: int, cfg: AccelConfig) -> int:
-    """L_o x L_i weight blocks (one per og, ig, u, w) a dense layer keeps on chip."""
-    return groups(cout, cfg.dense_out_lanes) * groups(cin, cfg.lanes) * kernel * kernel
+def dense_weight_blocks(cin: int, cout: int, kernel: int, cfg: AccelConfig, terms: int = 1) -> int:
+    """L_o x L_i weight blocks (one per og, ig, u, w and pow2x2 term) a dense layer keeps on
+    chip."""
+    return groups(cout, cfg.dense_out_lanes) * groups(cin, cfg.lanes) * kernel * kernel * terms
 
 
 def max_channels(cfg: AccelConfig) -> int:
@@ -127,13 +130,14 @@ def record_lanes(kind: str, cfg: AccelConfig) -> int:
 
 
 def layer_limit(kind: str, cin: int, cout: int, kernel: int, stride: int, strip: int,
-                cfg: AccelConfig) -> str:  # fmt: skip
+                cfg: AccelConfig, terms: int = 1) -> str:  # fmt: skip
     """Why a conv with this strip does not fit the build ("" when it does): the RTL's
     ERROR 4 conditions, in words."""
     if groups(cout, cfg.lanes) * cfg.lanes > max_channels(cfg):
         return f"{cout} output channels > max_channels = {max_channels(cfg)}"
     if kind == "dense":
-        blocks, cap = dense_weight_blocks(cin, cout, kernel, cfg), weight_block_capacity(cfg)
+        blocks = dense_weight_blocks(cin, cout, kernel, cfg, terms)
+        cap = weight_block_capacity(cfg)
         if blocks > cap:
             return (
                 f"weights need {blocks} blocks of {cfg.dense_out_lanes}x{cfg.lanes} 4-bit codes "
@@ -294,11 +298,12 @@ def choose_strips(g: Graph) -> None:
             a = layer.attrs
             k, st = a["kernel"], a["stride"]
             layer.weight_bytes = weight_block_bytes(layer.kind, cin, cout, k, a["weight_bits"], cfg)
-            why = layer_limit(layer.kind, cin, cout, k, st, 1, cfg)
+            terms = weight_terms(a["weight_format"])
+            why = layer_limit(layer.kind, cin, cout, k, st, 1, cfg, terms)
             if why:
                 _limit(g, layer, why)
                 continue
-            while layer_limit(layer.kind, cin, cout, k, st, widest, cfg):
+            while layer_limit(layer.kind, cin, cout, k, st, widest, cfg, terms):
                 widest -= 1
         n = -(-wo // widest)
         layer.strip, layer.strips = -(-wo // n), n
@@ -509,7 +514,10 @@ def emit(g: Graph) -> Plan:
                 order = dense_weight_order(t["codes"], lanes, cfg.dense_out_lanes)
             else:
                 order = depthwise_weight_order(t["codes"], lanes)
-            packed = pack_codes(order, bits)
+            if fmt == "pow2x2":  # two 4-bit term blocks per block position (section 9)
+                packed = pack_codes(split_terms(order), 4)
+            else:
+                packed = pack_codes(order, bits)
             recs = channel_records(
                 t["bias"], t["m_pos"], t["m_neg"], t["shift"], record_lanes(layer.kind, cfg)
             )

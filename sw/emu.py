@@ -38,6 +38,7 @@ from sw.compiler import (
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import (
     DESCRIPTOR_BYTES,
+    FMT_POW2X2,
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
@@ -46,7 +47,7 @@ from sw.contract.descriptor import (
     WEIGHT_FORMAT_CODES,
     Descriptor,
 )
-from sw.contract.layout import ALIGN, CHANNEL_RECORD, groups, unpack_codes
+from sw.contract.layout import ALIGN, CHANNEL_RECORD, groups, join_terms, unpack_codes
 from sw.contract.registers import (
     ACCEL_ID,
     CTRL_IRQ_EN,
@@ -241,8 +242,9 @@ class EmuDevice:
             if d.op == OP_DEPTHWISE and d.in_channels != d.out_channels:
                 raise DeviceFault(ERR_SIZES, "depthwise with in != out channels")
             kind = "dense" if d.op == OP_DENSE else "depthwise"
+            terms = 2 if d.weight_format == FMT_POW2X2 else 1
             why = layer_limit(kind, d.in_channels, d.out_channels, d.kernel, d.stride,
-                              d.strip_width, cfg)  # fmt: skip
+                              d.strip_width, cfg, terms)  # fmt: skip
             if why:
                 raise DeviceFault(ERR_BUFFER, why)
         elif (d.in_channels, d.in_height, d.in_width) != (
@@ -290,7 +292,11 @@ class EmuDevice:
         if kind == "dense":
             lo, li = cfg.dense_out_lanes, cfg.lanes
             go, gi = groups(cout, lo), groups(cin, li)
-            codes = unpack_codes(self.mem[w_at], d.weight_bits, go * gi * k * k * lo * li)
+            if d.weight_format == FMT_POW2X2:  # two 4-bit term blocks per block position
+                codes = unpack_codes(self.mem[w_at], 4, go * gi * k * k * 2 * lo * li)
+                codes = join_terms(codes.reshape(go, gi, k, k, 2, lo, li))
+            else:
+                codes = unpack_codes(self.mem[w_at], d.weight_bits, go * gi * k * k * lo * li)
             codes = codes.reshape(go, gi, k, k, lo, li).transpose(0, 4, 1, 5, 2, 3)
             codes = codes.reshape(go * lo, gi * li, k, k)
         else:

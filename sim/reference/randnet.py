@@ -18,6 +18,7 @@ from sw.artifact import (
     Quant,
     encode_codes,
     pow2_max_exponent,
+    pow2x2_values,
 )
 
 
@@ -35,6 +36,10 @@ def random_weights(
     if fmt == "int":
         lim = (1 << (bits - 1)) - 1
         return rng.integers(-lim, lim + 1, size=shape)
+    if fmt == "pow2x2":  # every value of the set, small ones more often, the extremes too
+        vals = pow2x2_values()
+        p = 1.0 / (1.0 + np.abs(vals))
+        return rng.choice(vals, size=shape, p=p / p.sum())
     e_max = pow2_max_exponent(bits)
     e = np.minimum(rng.geometric(0.45, size=shape) - 1, e_max)
     sign = rng.choice(np.array([-1, 1]), size=shape)

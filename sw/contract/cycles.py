@@ -36,7 +36,7 @@ from sw.contract.buffers import (
     weight_container_bits,
 )
 from sw.contract.config import AccelConfig
-from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, OP_ADD, OP_DENSE
+from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, FMT_POW2X2, OP_ADD, OP_DENSE
 from sw.contract.layout import CHANNEL_RECORD_BYTES, groups
 
 # Controller costs in cycles, read off the RTL's state machines (hw/controller.py, hw/sequencer.py,
@@ -156,9 +156,12 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     if dense:
         # A block of lanes x dense_out_lanes codes: 1-bit codes or 4-bit containers.
         code_bits = 1 if d["weight_format"] == FMT_BINARY else DENSE_CODE_BITS
+        # pow2x2: two 4-bit blocks per (og, ig, u, w), each input vector issued once per term.
+        terms = 2 if d["weight_format"] == FMT_POW2X2 else 1
         lo = cfg.dense_out_lanes
-        weight_beats = groups(cout, lo) * gi * kk * groups(lo * lanes * code_bits, 8 * lanes)
-        r.dense = sum(wc for wc in widths) * ho * go * gi * kk
+        block_beats = groups(lo * lanes * code_bits, 8 * lanes)
+        weight_beats = groups(cout, lo) * gi * kk * terms * block_beats
+        r.dense = sum(wc for wc in widths) * ho * go * gi * kk * terms
         engine = r.dense
         r.macs = wo * ho * cout * cin * kk
         r.peak_macs = r.dense * lanes * cfg.dense_out_lanes

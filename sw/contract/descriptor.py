@@ -14,8 +14,9 @@ import numpy as np
 DESCRIPTOR_BYTES = 64
 DESCRIPTOR_WORDS = DESCRIPTOR_BYTES // 4  # little-endian 32-bit words
 OP_DENSE, OP_DEPTHWISE, OP_ADD = 1, 2, 3
-FMT_POW2, FMT_BINARY, FMT_INT = 0, 1, 2  # the weight_format field
-WEIGHT_FORMAT_CODES = {"pow2": FMT_POW2, "binary": FMT_BINARY, "int": FMT_INT}
+FMT_POW2, FMT_BINARY, FMT_INT, FMT_POW2X2 = 0, 1, 2, 3  # the weight_format field
+WEIGHT_FORMAT_CODES = {"pow2": FMT_POW2, "binary": FMT_BINARY, "int": FMT_INT,
+                       "pow2x2": FMT_POW2X2}  # fmt: skip
 
 # What the interface-1 RTL's CHECK accepts (docs/accelerator-interface.md); the compiler's
 # Capabilities default to these, the emulator refuses the rest with ERR_SHAPE as the RTL does,
@@ -25,11 +26,13 @@ STRIDES = (1, 2)
 POW2_BITS = (3, 4)  # pow2 widths both engines take (5- and 8-bit pow2 run on the CPU)
 BINARY_BITS = (1,)
 DW_INT_BITS = tuple(range(2, 9))  # int weights: the depthwise engine only
-DENSE_WEIGHTS: tuple[tuple[str, int], ...] = (
+SHIFT_WEIGHTS: tuple[tuple[str, int], ...] = (
     *(("pow2", b) for b in POW2_BITS), *(("binary", b) for b in BINARY_BITS),
 )  # fmt: skip
+# pow2x2 (two 4-bit terms a weight): the dense engine, in two passes over each input vector.
+DENSE_WEIGHTS: tuple[tuple[str, int], ...] = (*SHIFT_WEIGHTS, ("pow2x2", 8))
 DEPTHWISE_WEIGHTS: tuple[tuple[str, int], ...] = (
-    *DENSE_WEIGHTS, *(("int", b) for b in DW_INT_BITS),
+    *SHIFT_WEIGHTS, *(("int", b) for b in DW_INT_BITS),
 )  # fmt: skip
 OUT_BITS_MIN, OUT_BITS_MAX = 2, 8  # output code widths (ERR_SIZES outside)
 

@@ -89,6 +89,17 @@ def dense_weight_order(codes: np.ndarray, lanes_in: int, lanes_out: int) -> np.n
     return np.ascontiguousarray(t)
 
 
+def split_terms(order: np.ndarray) -> np.ndarray:
+    """pow2x2 codes in dense order ``[og][ig][u][w][ol][il]`` -> the two 4-bit term blocks of
+    each (og, ig, u, w): ``[og][ig][u][w][t][ol][il]``, t = 0 the low nibbles (first term)."""
+    return np.ascontiguousarray(np.stack([order & 0xF, order >> 4], axis=4))
+
+
+def join_terms(split: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`split_terms`."""
+    return (split[..., 0, :, :] | (split[..., 1, :, :] << 4)).astype(np.uint8)
+
+
 def depthwise_weight_order(codes: np.ndarray, lanes: int) -> np.ndarray:
     """(C, 1, k, k) codes -> ``[g][u][w][l]`` with zero-code padding."""
     c, _, k, _ = codes.shape
