@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -86,34 +85,11 @@ def conv_traces(
 
 @torch.no_grad()
 def quant_error(w: Tensor, fmt: str, bits: int) -> float:
-    """||Q(w) - w||^2 of the format's per-channel quantizer at its MSE-optimal scale."""
-    try:
-        q = WeightQuantizer(w.shape[0], fmt, bits)
-    except ValueError:
-        if fmt != "pow2x2":
-            raise
-        return _pow2x2_error(w)
+    """||Q(w) - w||^2 of the format's per-channel quantizer (quant.quantizers.WeightQuantizer,
+    pow2x2 included) at its MSE-optimal scale."""
+    q = WeightQuantizer(w.shape[0], fmt, bits)
     q.init_scale(w)
     return float(((q(w) - w) ** 2).sum())
-
-
-def _pow2x2_error(w: Tensor, grid: int = 41) -> float:
-    """Stand-in until quant.quantizers has "pow2x2": nearest value of the contract's pow2x2 set
-    (sw.contract.codes.pow2x2_values) at the per-channel MSE-optimal scale on the same grid."""
-    from sw.contract.codes import pow2x2_values
-
-    vals = torch.from_numpy(pow2x2_values().astype(np.float64))
-    flat = w.detach().reshape(w.shape[0], -1).double()
-    base = flat.abs().amax(dim=1).clamp(min=1e-12) / float(vals.max())
-    best = torch.full_like(base, float("inf"))
-    for f in torch.exp2(torch.linspace(-1.5, 0.5, grid, dtype=torch.float64)):
-        s = (base * f)[:, None]
-        x = (flat / s).clamp(float(vals.min()), float(vals.max()))
-        i = torch.searchsorted(vals, x.contiguous()).clamp(1, len(vals) - 1)
-        lo, hi = vals[i - 1], vals[i]
-        q = torch.where((x - lo) <= (hi - x), lo, hi) * s
-        best = torch.minimum(best, ((q - flat) ** 2).sum(dim=1))
-    return float(best.sum())
 
 
 def format_sensitivity(
