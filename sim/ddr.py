@@ -61,7 +61,7 @@ def conv_weight_blob(node: Node, lanes: int) -> bytes:
         order = layout.dense_weight_order(t["codes"], lanes, lanes)
     else:
         order = layout.depthwise_weight_order(t["codes"], lanes)
-    return layout.pack_codes(order, a["weight_bits"]).tobytes()
+    return layout.pack_weights(order, a["weight_format"], a["weight_bits"]).tobytes()
 
 
 def conv_const_blob(node: Node, lanes: int) -> bytes:

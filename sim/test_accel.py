@@ -94,7 +94,7 @@ def _runs(default: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 
 LAYER_RUNS = _runs([(1, 0.0), (2, 0.3)])  # ideal memory (PERF_TOTAL checked too), then stalls
-NETWORK_RUNS = _runs([(4, 0.15), (5, 0.15)])  # the two sizes / depthwise formats
+NETWORK_RUNS = _runs([(4, 0.15), (5, 0.15)])  # the two sizes / depthwise / dense formats
 
 
 def pauses(rng: random.Random, p: float) -> Iterator[bool]:
@@ -252,6 +252,9 @@ def layer_cases(rng: np.random.Generator) -> list[dict[str, object]]:
         dict(kind="dw", c=10, h=6, w=5, k=5, st=1, strip=3, fmt="int", bits=5),
         dict(kind="add", c=20, h=7, w=9, relu=False),
         dict(kind="add", c=16, h=9, w=10, relu=True),
+        # two-term pow2: two passes over each input vector, two term blocks per block position
+        dict(kind="conv", c=20, h=9, w=11, co=35, k=1, st=1, strip=4, fmt="pow2x2", bits=8),
+        dict(kind="conv", c=9, h=7, w=8, co=12, k=3, st=2, strip=3, fmt="pow2x2", bits=8),
     ]
     for cs in cases:
         cs.setdefault("seed", int(rng.integers(1 << 30)))
@@ -456,7 +459,8 @@ async def test_network(dut: object, seed: int, pause: float) -> None:
     await h.reset()
     rng = np.random.default_rng(seed)
     size = [(16, 12), (13, 11)][seed % 2]
-    art = random_network(rng, *size, depthwise_format=["int", "pow2"][seed % 2])
+    art = random_network(rng, *size, depthwise_format=["int", "pow2"][seed % 2],
+                         dense_format=["pow2", "pow2x2"][seed % 2])  # fmt: skip
     image = rng.integers(0, 256, size=(3, *size)).astype(np.uint8)
     strip = int(rng.integers(2, 9))
     got = await run_network(h, art, image, strip, seed)

@@ -47,8 +47,10 @@ from sw.contract.codes import (  # noqa: F401 - re-exported: the artifact's code
     encode_codes,
     encode_int,
     encode_pow2,
+    encode_pow2x2,
     invalid_codes,
     pow2_max_exponent,
+    pow2x2_values,
 )
 
 FORMAT_NAME = "pow2det.artifact"
@@ -567,8 +569,8 @@ def pack(
 
 
 def save(art: Artifact, path: str | os.PathLike[str]) -> Path:
-    """Validate and write ``art`` as format version 2; the file appears atomically (never
-    half-written), and only if :func:`load` accepts its bytes."""
+    """Validate and write ``art`` as format version :func:`version_for` its nodes; the file
+    appears atomically (never half-written), and only if :func:`load` accepts its bytes."""
     validate(art)
     data = _encode(art)
     _from_bytes(data, Path(path))  # what save writes, load reads: raises ArtifactError otherwise
@@ -814,8 +816,9 @@ def _check_format(header: dict[str, Any], path: Path) -> int:
     v = header.get("version")
     if type(v) is int and v == 1:
         _fail(
-            f"artifact format version 1 is no longer read (this runtime reads version "
-            f"{FORMAT_VERSION}, which checksums the header too); upgrade it once with: "
+            f"artifact format version 1 is no longer read (this runtime reads versions "
+            f"{READ_VERSIONS[0]}-{FORMAT_VERSION}, which checksum the header too); upgrade it "
+            f"once with: "
             f"{UPGRADE_COMMAND} {path} NEW.npz"
         )
     if type(v) is not int or v not in READ_VERSIONS:
@@ -1033,7 +1036,7 @@ def load_version1(path: str | os.PathLike[str]) -> Artifact:
     try:
         data = _read_file(path)
         if sealed(data) is not None:
-            _fail(f"already version {FORMAT_VERSION} (nothing to upgrade)")
+            _fail(f"already version {READ_VERSIONS[0]} or later (nothing to upgrade)")
         header, _, arrays = _unpack(data)
         if header.get("format") != FORMAT_NAME:
             _fail(f"not a {FORMAT_NAME} file (format {_short_repr(header.get('format'))})")
@@ -1106,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
         except ArtifactError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"{args.new}: version {FORMAT_VERSION}, {art.name!r}, {len(art.nodes)} nodes "
+        print(f"{args.new}: version {version_for(art.nodes)}, {art.name!r}, {len(art.nodes)} nodes "
               f"(from {args.old})")  # fmt: skip
         return 0
     bad = 0
@@ -1117,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{e}")
             bad += 1
             continue
-        print(f"{f}: ok (version {FORMAT_VERSION}, {art.name!r}, {len(art.nodes)} nodes)")
+        print(f"{f}: ok (version {version_for(art.nodes)}, {art.name!r}, {len(art.nodes)} nodes)")
     return 2 if bad else 0
 
 

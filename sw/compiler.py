@@ -42,8 +42,7 @@ from sw.contract.layout import (
     dense_weight_order,
     depthwise_weight_order,
     groups,
-    pack_codes,
-    split_terms,
+    pack_weights,
 )
 from sw.descriptors import (
     DESCRIPTOR_BYTES,
@@ -514,10 +513,7 @@ def emit(g: Graph) -> Plan:
                 order = dense_weight_order(t["codes"], lanes, cfg.dense_out_lanes)
             else:
                 order = depthwise_weight_order(t["codes"], lanes)
-            if fmt == "pow2x2":  # two 4-bit term blocks per block position (section 9)
-                packed = pack_codes(split_terms(order), 4)
-            else:
-                packed = pack_codes(order, bits)
+            packed = pack_weights(order, fmt, bits)
             recs = channel_records(
                 t["bias"], t["m_pos"], t["m_neg"], t["shift"], record_lanes(layer.kind, cfg)
             )

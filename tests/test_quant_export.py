@@ -69,11 +69,12 @@ def _random_bn(model: Darknet, seed: int = 0) -> None:
                 layer.bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
 
 
-def test_tiny_graph_integer_equals_reference(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dense", [("pow2", 4), ("pow2x2", 8)])
+def test_tiny_graph_integer_equals_reference(dense: tuple[str, int], tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Darknet(parse_cfg_text(TINY_CFG))
     _random_bn(model)
-    qdet = QuantDetector(model, LayerFormat(("pow2", 4), ("int", 8)))
+    qdet = QuantDetector(model, LayerFormat(dense, ("int", 8)))
     # the concat ties the upsample's producer and the maxpool's producer into one group
     cat = next(n for n in qdet.nodes if n.op == "concat")
     groups = {qdet.by_name[s].group for s in cat.inputs}
@@ -85,6 +86,29 @@ def test_tiny_graph_integer_equals_reference(tmp_path: Path) -> None:
     codes = (torch.rand(3, 64, 64) * 255).round().numpy().astype(np.uint8)
     _compare(qdet, art2, codes)
     assert [n.op for n in art.nodes].count("maxpool") == 3
+    dense_fmts = {
+        n.attrs["weight_format"] for n in art2.nodes if n.op == "conv" and n.attrs["groups"] == 1
+    }
+    assert dense_fmts == {dense[0]}
+
+
+@needs_data
+def test_mixed_plan_integer_equals_reference(tmp_path: Path) -> None:
+    """A quant.mixed plan (pow2 4-bit, pow2x2 and int8 convs side by side, per-layer activation
+    bits) exports, loads as version 3, and its integers equal sim.reference node by node."""
+    from quant.zoo import build
+
+    plan = Path(__file__).parents[1] / "plans" / "yolo-fastest-voc-w4a8-mixed.json"
+    _, qdet = build("yolo-fastest-voc", dw_format="int8", plan=plan)
+    imgs = unlabeled_images()
+    calibrate_activations(qdet, [letterbox_batch(imgs[:3], SIZE)], per_tensor=20_000)
+    path = tmp_path / "m.npz"
+    export(qdet, path, SIZE, name="mixed", classes=voc_names())
+    art = artmod.load(path)
+    assert artmod.read_members(path)[0]["version"] == 3
+    fmts = {(n.attrs["weight_format"], n.attrs["weight_bits"]) for n in art.nodes if n.op == "conv"}
+    assert {("pow2", 4), ("pow2x2", 8), ("int", 8)} <= fmts
+    _compare(qdet, art, letterbox_codes(imgs[500], SIZE))
 
 
 @needs_data

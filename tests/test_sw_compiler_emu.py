@@ -55,6 +55,25 @@ def test_emu_equals_reference_random_networks(seed: int) -> None:
     _check_equal(art, cfg, rng, base=int(rng.integers(0, 1 << 20)) * 64)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_emu_equals_reference_pow2x2_dense(seed: int) -> None:
+    """Every dense conv two-term pow2 (two passes of the dense engine, two term blocks)."""
+    rng = np.random.default_rng(2000 + seed)
+    h, w = (int(x) for x in rng.integers(8, 33, size=2))
+    art = random_network(
+        rng,
+        height=h,
+        width=w,
+        act_bits=int(rng.choice([4, 8])),
+        depthwise_format=str(rng.choice(["int", "pow2"])),
+        dense_format="pow2x2",
+    )
+    cfg = CONFIGS[seed % len(CONFIGS)]
+    plan = compile_model(art, cfg)
+    assert not [s for s in plan.steps if isinstance(s, CPUStep) and s.node.op == "conv"]
+    _check_equal(art, cfg, rng)
+
+
 def _chain(rng: np.random.Generator, specs: list[dict], shape=(3, 12, 10), bits=8) -> Artifact:
     """A straight network of conv nodes, the last one the output."""
     inq = Quant(8, 0, float(np.float32(1 / 255)))

@@ -56,8 +56,9 @@ async def rtl_driver_plans(dut: object) -> None:
     logging.getLogger("cocotb.pow2det_accel").setLevel(logging.WARNING)
     transport = RtlTransport(dut, ram_size=1 << 22)
     rng = np.random.default_rng(SEED)
-    for size, dw in [((16, 12), "int"), ((13, 18), "pow2")]:
-        art = random_network(rng, *size, act_bits=int(rng.choice([4, 8])), depthwise_format=dw)
+    for size, dw, dense in [((16, 12), "int", "pow2"), ((13, 18), "pow2", "pow2x2")]:
+        art = random_network(rng, *size, act_bits=int(rng.choice([4, 8])), depthwise_format=dw,
+                             dense_format=dense)  # fmt: skip
         plan = compile_model(art, DEFAULT_CONFIG)
         images = [rng.integers(0, 256, (3, *size)).astype(np.uint8) for _ in range(2)]
         got = await run_plan_on_dut(dut, plan, images, transport=transport)

@@ -18,6 +18,7 @@ from sw.contract.layout import (
     depthwise_weight_order,
     groups,
     pack_codes,
+    pack_weights,
     unpack_codes,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "depthwise_weight_order",
     "groups",
     "pack_codes",
+    "pack_weights",
     "unpack_codes",
 ]

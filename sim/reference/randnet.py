@@ -125,11 +125,14 @@ def random_network(
     weight_bits: int = 4,
     act_bits: int = 8,
     depthwise_format: str = "int",
+    dense_format: str = "pow2",
 ) -> Artifact:
     """A small detector-shaped network that uses every op of the contract once or more.
 
     first conv 3x3/2 on the image, depthwise 3x3 and 5x5 (stride 1 and 2), pointwise, a residual
     add, SPP maxpools with a concat, nearest upsample with a concat, and a linear head conv.
+    ``dense_format`` "pow2x2" gives every dense conv 8-bit two-term weights instead of
+    ``weight_bits``-bit pow2.
     The upsample concat needs the half-resolution map to be even (as darknet's multiples of 32
     make it); for other sizes the route is left out and the head reads the upsample directly.
     """
@@ -138,6 +141,7 @@ def random_network(
     quants: dict[str, Quant] = {"image": inq}
     nodes: list[Node] = []
     wb = weight_bits
+    dense_bits = 8 if dense_format == "pow2x2" else wb
 
     def push(n: Node) -> str:
         nodes.append(n)
@@ -162,7 +166,9 @@ def random_network(
 
     def conv(name: str, src: str, **kw: object) -> str:
         kw.setdefault("out_bits", act_bits)
-        kw.setdefault("weight_bits", wb)
+        if not kw.get("depthwise"):
+            kw.setdefault("weight_format", dense_format)
+        kw.setdefault("weight_bits", dense_bits)
         return push(random_conv(rng, name, src, shapes[src], quants[src], **kw))
 
     def dw(name: str, src: str, kernel: int, stride: int) -> str:
@@ -205,7 +211,7 @@ def random_network(
     lat_name = push(
         random_conv(
             rng, "pw16", skip, shapes[skip], quants[skip], out_channels=int(rng.integers(2, 6)),
-            kernel=1, weight_bits=wb, out_quant=up_q,
+            kernel=1, weight_format=dense_format, weight_bits=dense_bits, out_quant=up_q,
         )
     )  # fmt: skip
     cat_shape_ok = shapes[x][1:] == shapes[lat_name][1:]

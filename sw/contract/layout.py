@@ -100,6 +100,14 @@ def join_terms(split: np.ndarray) -> np.ndarray:
     return (split[..., 0, :, :] | (split[..., 1, :, :] << 4)).astype(np.uint8)
 
 
+def pack_weights(order: np.ndarray, fmt: str, bits: int) -> np.ndarray:
+    """The DDR bytes of weight codes in engine order (``dense_weight_order`` or
+    ``depthwise_weight_order``): pow2x2 as its two 4-bit term blocks, the rest packed as is."""
+    if fmt == "pow2x2":
+        return pack_codes(split_terms(order), 4)
+    return pack_codes(order, bits)
+
+
 def depthwise_weight_order(codes: np.ndarray, lanes: int) -> np.ndarray:
     """(C, 1, k, k) codes -> ``[g][u][w][l]`` with zero-code padding."""
     c, _, k, _ = codes.shape
