@@ -53,7 +53,13 @@ KEYS = [
         for kind in ("float", "w4a8_ptq", "w4a8_datafree", "w4a8_qat", "w4a4_qat")
         for dw in (("",) if kind == "float" else ("", "_dw8"))
     ]
+] + [  # issue 14: mixed-precision plans (quant.mixed) and the generator data-free path
+    "mixed_w4a8_map_xl_512",
+    "mixed_w4a8_map_yolo_fastest_512",
+    "mixed_w4a4_map_xl_512",
+    "datafree_gen_map_xl_512",
 ]
+BOARD = "ultra96v2"  # the board whose cycle model gives a plan's fps (quant.mixed's)
 
 
 def load_float(model: str) -> Darknet:
@@ -93,20 +99,76 @@ def merge_result(key: str, entry: dict[str, Any], path: Path = RESULTS) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
+def act_class(art: Any) -> str:
+    """``a4`` when most conv outputs are 4-bit (a W4A4-class plan), else ``a8``."""
+    bits = [n.quant.bits for n in art.nodes if n.op == "conv"]
+    return "a4" if 2 * sum(b <= 4 for b in bits) > len(bits) else "a8"
+
+
 def key_of(art: Any) -> str:
-    """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8."""
+    """accuracy.json key of an artifact from its metadata, e.g. w4a8_ptq_map_xl_512_dw8;
+    a mixed-precision plan's model: mixed_w4a8_map_xl_512 (datafree_gen_map_xl_512 when made
+    by quant.datafree --generator)."""
     md = art.metadata
     method = str(md.get("method", "")).split(":")[0] or "artifact"
-    if md.get("equalization"):
-        method += "_cle"
     found = re.search(r"([\w.-]+)\.cfg", str(md.get("source_model", "")))
     model = found.group(1) if found else ""
     short = SHORT.get(model, model.replace("-", "_") or "model")
+    if md.get("generator"):
+        return f"datafree_gen_map_{short}_{art.input_shape[1]}"
+    if md.get("plan"):
+        return f"mixed_w4{act_class(art)}_map_{short}_{art.input_shape[1]}"
+    if md.get("equalization"):
+        method += "_cle"
     acts = art.nodes[0].quant.bits
     wbits = max(n.attrs["weight_bits"] for n in art.nodes
                 if n.op == "conv" and n.attrs["weight_format"] == "pow2")  # fmt: skip
     dw8 = any(n.attrs.get("weight_format") == "int" for n in art.nodes if n.op == "conv")
     return f"w{wbits}a{acts}_{method}_map_{short}_{art.input_shape[1]}{'_dw8' if dw8 else ''}"
+
+
+def accelerator_speed(art: Any, board: str = BOARD) -> dict[str, Any]:
+    """fps of ``art`` on ``board``'s build from the cycle model (sw.contract.cycles with the
+    board's memory model) over the descriptors the compiler emits for it (every conv on the
+    accelerator, or the compile fails), and the same for the all-pow2-4 model of its cfg."""
+    from quant.mixed import board_memory
+    from sim.darknet_net import random_artifact_from_cfg
+    from sw.compiler import compile_model
+    from sw.contract.cycles import layer_cycles
+
+    cfg, mem = board_memory(board)
+
+    def cycles(a: Any) -> int:
+        plan = compile_model(a, cfg)
+        return sum(layer_cycles(d.as_dict(), cfg, mem).total for d in plan.descriptors)
+
+    found = re.search(r"([\w.-]+)\.cfg", str(art.metadata.get("source_model", "")))
+    if not found:
+        raise SystemExit("artifact metadata names no source cfg: cannot build its all-4-bit twin")
+    cfg_path = data_dir() / "weights" / "darknet" / f"{found.group(1)}.cfg"
+    w4 = random_artifact_from_cfg(str(cfg_path), art.input_shape[1], seed=1, dense_bits=4,
+                                  dw_format="pow2")  # fmt: skip
+    mine, base = cycles(art), cycles(w4)
+    hz = cfg.clock_mhz * 1e6
+    return {
+        "fps_200mhz": round(hz / mine, 2) if cfg.clock_mhz == 200 else None,
+        "fps_fraction_of_w4": round(base / mine, 4),
+        "cycles": mine,
+        "w4_cycles": base,
+        "fps_board": round(hz / mine, 2),
+        "board": board,
+        "clock_mhz": cfg.clock_mhz,
+        "speed_note": "cycle model (sw/contract/cycles.py) with the board's DDR model over the "
+        "compiled descriptors; w4 = the all-pow2-4 model of the same cfg",
+    }
+
+
+def plan_fields(art: Any) -> dict[str, Any]:
+    """The plan file and the accelerator speed of a mixed-precision model ({} otherwise)."""
+    md = art.metadata
+    if not md.get("plan"):
+        return {}
+    return {"plan": md["plan"], **accelerator_speed(art)}
 
 
 def record(path: str, key: str | None) -> None:
@@ -130,7 +192,10 @@ def record(path: str, key: str | None) -> None:
         "seconds": m.get("eval_seconds"),
         "note": "measured by the producing command's --eval on the exported artifact",
         "sha256": file_sha256(Path(path)),
+        **plan_fields(art),
     }
+    if "tud_person_ap" in m:
+        entry["tud_person_ap"] = m["tud_person_ap"]
     print(json.dumps({key: entry}, indent=1))
     merge_result(key, entry)
 
@@ -249,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     if sha256:
         entry["sha256"] = sha256
+        entry.update(plan_fields(loaded))
     if args.mot:
         mot = evaluate_mot(detect, data_dir() / "video" / "TUD-Stadtmitte", with_curves=False)
         entry["tud_person_ap"] = mot["ap_all"]

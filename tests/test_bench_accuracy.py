@@ -51,3 +51,48 @@ def test_stamp_tud_writes_the_figure_into_the_artifact(tmp_path: Path) -> None:
     assert md["measured"]["tud_person_ap"] == 0.75
     assert md["measured"]["voc_sample_map_all"] == 0.5 and md["command"] == "c"
     assert entry["sha256"] == accuracy.file_sha256(path) != before
+
+
+def _xl_artifact(pow2x2_layers: int, plan: bool) -> object:
+    """Yolo-Fastest-XL at 256 with random pow2-4 weights; the first ``pow2x2_layers`` 1x1 dense
+    convs re-coded as pow2x2 (every pow2-4 value is a pow2x2 value)."""
+    import dataclasses
+
+    from models.paths import data_dir
+    from sim.darknet_net import random_artifact_from_cfg
+    from sw.contract.codes import decode_codes, encode_codes
+
+    cfg = data_dir() / "weights" / "darknet" / "yolo-fastest-xl-voc.cfg"
+    art = random_artifact_from_cfg(str(cfg), 256, seed=3, dense_bits=4, dw_format="pow2")
+    left = pow2x2_layers
+    for i, n in enumerate(art.nodes):
+        if left and n.op == "conv" and n.attrs["groups"] == 1 and n.attrs["kernel"] == 1:
+            v = decode_codes(n.tensors["codes"], "pow2", 4)
+            t = {**n.tensors, "codes": encode_codes(v, "pow2x2", 8)}
+            attrs = {**n.attrs, "weight_format": "pow2x2", "weight_bits": 8}
+            art.nodes[i] = dataclasses.replace(n, attrs=attrs, tensors=t)
+            left -= 1
+    art.metadata = {"source_model": f"{cfg.parent}/yolo-fastest-xl-voc.cfg/.weights"}
+    if plan:
+        art.metadata["plan"] = "plans/x.json"
+    return art
+
+
+def test_mixed_keys_and_their_speed() -> None:
+    import pytest
+
+    if not (
+        Path(accuracy.data_dir()) / "weights" / "darknet" / "yolo-fastest-xl-voc.cfg"
+    ).is_file():
+        pytest.skip("no darknet cfg (run make data)")
+    base, mixed = _xl_artifact(0, plan=False), _xl_artifact(6, plan=True)
+    assert accuracy.key_of(mixed) == "mixed_w4a8_map_xl_256"
+    mixed.metadata["generator"] = True
+    assert accuracy.key_of(mixed) == "datafree_gen_map_xl_256"
+    s0, s1 = accuracy.accelerator_speed(base), accuracy.accelerator_speed(mixed)
+    assert s0["fps_fraction_of_w4"] == 1.0 and s0["cycles"] == s0["w4_cycles"]
+    assert s1["w4_cycles"] == s0["cycles"] and s1["cycles"] > s0["cycles"]
+    assert s1["fps_200mhz"] == round(200e6 / s1["cycles"], 2)
+    assert (
+        accuracy.plan_fields(base) == {} and accuracy.plan_fields(mixed)["plan"] == "plans/x.json"
+    )
