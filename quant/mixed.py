@@ -31,6 +31,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,20 +76,33 @@ class CostModel:
                 if lc.kind != "add"}  # fmt: skip
 
 
-def cost_model(model: str, size: int = 512, board: str = BOARD) -> CostModel:
-    """Per-layer cycles of every candidate format: the all-pow2-4 model (layer shapes of the cfg,
-    random weights) through bench's descriptor path, then weight_format/bits varied per layer."""
+def board_memory(board: str = BOARD) -> tuple[Any, Any]:
+    """(AccelConfig, MemoryModel) of a board's build, as bench/boards.py's memory_model."""
+    import sys
+
+    # deploy/ is not an installed package: it is imported from the checkout.
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
     from deploy.boards import load_all
-    from sim.darknet_net import accelerator_layers, random_artifact_from_cfg
-    from sw.compiler import layer_limit, weight_block_bytes
-    from sw.contract.codes import weight_terms
-    from sw.contract.cycles import MemoryModel, layer_cycles
-    from sw.descriptors import WEIGHT_FORMAT_CODES
+    from sw.contract.cycles import MemoryModel
 
     b = load_all()[board]
     cfg = b.accel
     port = min(1.0, b.hp_width / cfg.data_width)
     mem = MemoryModel(port, port, b.ddr_gbps * 1e9 * DDR_EFF / (cfg.clock_mhz * 1e6) / cfg.lanes)
+    return cfg, mem
+
+
+def cost_model(model: str, size: int = 512, board: str = BOARD) -> CostModel:
+    """Per-layer cycles of every candidate format: the all-pow2-4 model (layer shapes of the cfg,
+    random weights) through bench's descriptor path, then weight_format/bits varied per layer."""
+    from sim.darknet_net import accelerator_layers, random_artifact_from_cfg
+    from sw.compiler import layer_limit, weight_block_bytes
+    from sw.contract.codes import weight_terms
+    from sw.contract.cycles import layer_cycles
+    from sw.descriptors import WEIGHT_FORMAT_CODES
+
+    cfg, mem = board_memory(board)
     d = data_dir() / "weights" / "darknet"
     art = random_artifact_from_cfg(str(d / f"{model}.cfg"), size, seed=1, dense_bits=4,
                                    dw_format="pow2")  # fmt: skip
