@@ -2,7 +2,7 @@
 # RUN / VPY / VENV / PYTEST_ARGS it uses.
 HW_VERILOG := build/verilog/pow2det_accel.v
 
-.PHONY: verilog synth bench-hw bench-boards test-rtl
+.PHONY: verilog synth bench-hw bench-boards bench-pow2x2 test-rtl
 
 # Amaranth -> Verilog of the default AccelConfig (override fields: HW_SET="--set max_strip=16").
 verilog:
@@ -25,3 +25,8 @@ bench-boards:
 # Only the accelerator's tests (they are also part of `make test`).
 test-rtl:
 	$(RUN) $(VENV)/bin/pytest tests/test_hw_units.py tests/test_hw_blocks.py tests/test_rtl_accel.py $(PYTEST_ARGS)
+
+# pow2x2 in the dense engine: a second shifter per PE vs the second pass hw/ builds (yosys LUTs
+# of both datapaths side by side); bench/results/pow2x2_cost.json.
+bench-pow2x2:
+	$(RUN) $(VPY) bench/pow2x2_cost.py

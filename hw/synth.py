@@ -60,9 +60,12 @@ def parse_stat(text: str) -> dict[str, int]:
     key = "=== design hierarchy ==="
     if key not in text:
         raise SystemExit("no design hierarchy summary in the yosys log")
-    block = text[text.rfind(key) :]
-    end = re.search(r"^\s+\d+ submodules", block, re.M)  # the instance list follows
+    block = text[text.rfind(key) + len(key) :]
+    end = re.search(r"^(=== |\d+\.[\d.]* |\s+Estimated number)", block, re.M)  # next section
     block = block[: end.start()] if end else block
+    # Primitive cells only (upper case, as yosys names them). The line "N submodules" is not a
+    # fence: yosys 0.64 lists some primitives (CARRY4, FDRE) after it in a flat design, and the
+    # instance list of a hierarchical one names modules in lower case, which the pattern skips.
     cells: dict[str, int] = {}
     for m in re.finditer(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]*)\s*$", block, re.M):
         cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
@@ -110,14 +113,16 @@ def table(res: dict[str, float], cap: dict[str, int] = ZU3EG, part: str = "ZU3EG
 
 
 def synth(
-    verilog: Path, log: Path, family: str = "xcup", netlist: Path | None = None
-) -> tuple[dict[str, float], float]:
-    """``synth_xilinx -family`` of ``pow2det_accel``: (resources, seconds). With ``netlist``,
+    verilog: Path, log: Path, family: str = "xcup", netlist: Path | None = None,
+    top: str = "pow2det_accel",
+) -> tuple[dict[str, float], float]:  # fmt: skip
+    """``synth_xilinx -family`` of ``top`` (the accelerator by default): (resources, seconds).
+    With ``netlist``,
     also the flattened mapped netlist as yosys JSON (for :func:`logic_levels`); flattening
     after mapping changes no cell count, and the counts come from the hierarchical ``stat``."""
     if family not in FAMILIES:
         raise SystemExit(f"family {family!r}: one of {', '.join(FAMILIES)}")
-    script = f"read_verilog {verilog}; synth_xilinx -family {family} -top pow2det_accel; "
+    script = f"read_verilog {verilog}; synth_xilinx -family {family} -top {top}; "
     script += "stat -tech xilinx"
     if netlist is not None:
         netlist.parent.mkdir(parents=True, exist_ok=True)
