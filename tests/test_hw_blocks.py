@@ -30,6 +30,7 @@ from sw.contract.descriptor import (
     FMT_BINARY,
     FMT_INT,
     FMT_POW2,
+    FMT_POW2X2,
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
@@ -218,6 +219,8 @@ def _random_descriptor(rng: np.random.Generator) -> Descriptor:
         fmt, bits = FMT_INT, int(rng.integers(2, 9))
     elif rng.random() < 0.2:
         fmt, bits = FMT_BINARY, 1
+    elif op == OP_DENSE and rng.random() < 0.3:
+        fmt, bits = FMT_POW2X2, 8
     d = Descriptor(
         op=op, kernel=k, stride=s, pad=pad, weight_format=fmt, weight_bits=bits,
         out_bits=int(rng.integers(2, 9)), in_channels=c, out_channels=cout, in_height=h,
@@ -225,7 +228,7 @@ def _random_descriptor(rng: np.random.Generator) -> Descriptor:
     )  # fmt: skip
     pushes = {
         "op": [0, 4, 7], "kernel": [0, 2, 4, 7], "stride": [0, 3], "pad": [k, k + 1],
-        "weight_format": [3], "weight_bits": [0, 1, 2, 5, 8, 9], "out_bits": [0, 1, 9, 15],
+        "weight_format": [2, 3], "weight_bits": [0, 1, 2, 5, 8, 9], "out_bits": [0, 1, 9, 15],
         "in_channels": [0, 1025, 2048, 4095], "out_channels": [0, 1025, 2048],
         "in_height": [0, 1, 2], "in_width": [0, 1, 2, 1000], "out_height": [ho + 1, max(ho - 1, 0)],
         "out_width": [wo + 1, 0], "strip_width": [0, 32, 33, 255],
@@ -253,6 +256,11 @@ def test_check_refuses_what_the_emulator_refuses() -> None:
     for cin, cout, k in ((128, 1024, 1), (48, 304, 3), (16, 1040, 1), (1024, 1024, 1)):
         descs.append(Descriptor(op=OP_DENSE, kernel=k, pad=k // 2, weight_format=FMT_POW2,
                                 in_channels=cin, out_channels=cout, in_height=4, in_width=40,
+                                out_height=4, out_width=40, strip_width=32))  # fmt: skip
+    # pow2x2: two blocks per position, so half the output channels fit.
+    for cout in (512, 528):
+        descs.append(Descriptor(op=OP_DENSE, kernel=1, weight_format=FMT_POW2X2, weight_bits=8,
+                                in_channels=128, out_channels=cout, in_height=4, in_width=40,
                                 out_height=4, out_width=40, strip_width=32))  # fmt: skip
     want = [_emulator_code(d) for d in descs]
     dut = DescriptorController(HP)
