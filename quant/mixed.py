@@ -191,6 +191,12 @@ def solve_weights(
     return {n: o[k] for n, o, k in zip(convs, opts, sol.choice, strict=True)}, sol
 
 
+def weights_plan(model: str, formats: dict[str, tuple[str, int]]) -> dict:
+    """A minimal plan (quant.plan) of per-conv weight formats, activations left to the caller."""
+    layers = {n: {"weights": f, "bits": b} for n, (f, b) in formats.items()}
+    return {"format": FORMAT, "version": VERSION, "model": model, "layers": layers}
+
+
 def solve_acts(
     args: argparse.Namespace, cm: CostModel, formats: dict[str, tuple[str, int]]
 ) -> tuple[dict[str, int], dict[str, float]]:
@@ -198,8 +204,7 @@ def solve_acts(
     from quant.calibrate import calibrate_activations
     from quant.sensitivity import activation_sensitivity
 
-    plan = {"layers": {n: {"weights": f, "bits": b} for n, (f, b) in formats.items()}}
-    _, qdet = build(args.model, 4, "pow2", 8, plan=plan)
+    _, qdet = build(args.model, 4, "pow2", 8, plan=weights_plan(args.model, formats))
     paths = unlabeled_images()
     order = np.random.default_rng(args.seed + 1).permutation(len(paths))
     calib = list(letterbox_batch([paths[i] for i in order[:16]], args.hess_size).split(8))
@@ -231,11 +236,14 @@ def solve_acts(
     bits_of_group = {g: (8 if len(grp) == 1 or k == 1 else 4)
                      for g, grp, k in zip(gids, groups, sol.choice, strict=True)}  # fmt: skip
     act = {n.name: bits_of_group[n.group] for n in qdet.nodes if n.op in ("conv", "add")}
-    loss = {f"group{g}": max(err[g][4] - err[g][8], 0.0) for g in gids if g not in heads}
     avg = sum(c for grp, k in zip(groups, sol.choice, strict=True) for c in [grp[k][0]]) / total
-    print(f"activations: {sum(1 for b in bits_of_group.values() if b == 4)} of "
-          f"{len(bits_of_group)} groups at 4 bits, average {avg:.3f} bits/element")  # fmt: skip
-    return act, loss
+    n4 = sum(1 for b in bits_of_group.values() if b == 4)
+    print(f"activations: {n4} of {len(bits_of_group)} groups at 4 bits, average {avg:.3f} "
+          f"bits/element")  # fmt: skip
+    info = {"act_avg_bits": round(avg, 4), "act_groups_4bit": n4,
+            "act_groups": len(bits_of_group), "act_loss_proxy": sol.loss,
+            "act_loss_proxy_all4": sum(grp[0][1] for grp in groups)}  # fmt: skip
+    return act, info
 
 
 def make_plan(args: argparse.Namespace) -> dict:
@@ -249,8 +257,9 @@ def make_plan(args: argparse.Namespace) -> dict:
     kinds = layer_kinds(load_darknet(args.model).cfg)
     layers: dict[str, dict] = {}
     acts: dict[str, int] = {}
+    act_info: dict = {}
     if args.act_avg_bits is not None:
-        acts, _ = solve_acts(args, cm, formats)
+        acts, act_info = solve_acts(args, cm, formats)
     for n, kind in kinds.items():
         spec: dict = {}
         if kind != "add":
@@ -261,6 +270,10 @@ def make_plan(args: argparse.Namespace) -> dict:
     budget.update(board=cm.board, clock_mhz=cm.clock_hz / 1e6, byte_cost=args.byte_cost)
     if args.act_avg_bits is not None:
         budget["act_avg_bits"] = args.act_avg_bits
+        budget["act_cost"] = (
+            "bits x output elements at size; no cycles: activations are one byte each in DDR "
+            "whatever their bits (sw.contract.cycles), so the fps is the weights' plan's"
+        )
     plan = {
         "format": FORMAT, "version": VERSION, "model": args.model, "size": args.size,
         "budget": budget, "layers": layers,
@@ -271,6 +284,7 @@ def make_plan(args: argparse.Namespace) -> dict:
             "loss_proxy_w4": sum(losses[n][BASE[cm.layers[n].kind]] for n in losses),
         },
     }  # fmt: skip
+    plan["predicted"].update(act_info)
     return plan
 
 
@@ -288,47 +302,192 @@ def summary(plan: dict) -> str:
     )
 
 
+UNIFORM = (  # (dense, depthwise, label, marker) of the uniform choices on the Pareto plot
+    (("pow2", 4), ("pow2", 4), "all pow2-4", "o"),
+    (("pow2", 3), ("pow2", 3), "all pow2-3", "v"),
+    (("pow2", 4), ("int", 8), "pow2-4, dw int8", "D"),
+    (("pow2x2", 8), ("pow2", 4), "pow2x2, dw pow2-4", "^"),
+    (("pow2x2", 8), ("int", 8), "pow2x2, dw int8", "s"),
+)
+
+
+def pareto_points(args: argparse.Namespace, cm: CostModel, losses: dict) -> list[dict]:
+    """The points of the sweep: knapsack plans at --points budgets spread evenly in fps between
+    the slowest uniform choice and all-pow2-4 (and 0.9 of all-pow2-4, the committed plans'
+    budget), then the uniform choices."""
+    base = cm.cycles(cm.uniform(BASE["dense"], BASE["depthwise"]))
+    slow = cm.cycles(cm.uniform(("pow2x2", 8), ("int", 8)))
+    # the fastest budget 0.5 % under all-pow2-4: the knapsack's costs add --byte-cost per byte
+    fps = np.linspace(cm.clock_hz / slow, 0.995 * cm.clock_hz / base, args.points + 1)[1:]
+    fracs = sorted({round(float(base * f / cm.clock_hz), 4) for f in fps} | {0.9})
+    pts = []
+    for frac in fracs:
+        formats, sol = solve_weights(cm, losses, base / frac, args.byte_cost)
+        pts.append({"key": f"mixed@{frac:.4f}", "kind": "mixed", "label": f"knapsack {frac:.1%}",
+                    "fraction_of_w4": frac, "formats": formats,
+                    "loss_proxy": sol.loss})  # fmt: skip
+    for dense, dw, label, _ in UNIFORM:
+        f = cm.uniform(dense, dw)
+        if any(f[n] not in cm.layers[n].cycles for n in f):
+            continue  # a format some layer cannot take (e.g. pow2x2 over the weight buffer)
+        pts.append({"key": label, "kind": "uniform", "label": label, "formats": f,
+                    "loss_proxy": sum(losses[n][f[n]] for n in f)})  # fmt: skip
+    for p in pts:
+        p["cycles"] = cm.cycles(p["formats"])
+        p["fps"] = round(cm.clock_hz / p["cycles"], 3)
+    return pts
+
+
+def pareto_eval(args: argparse.Namespace, cache: dict, p: dict) -> dict:
+    """Measured VOC-sample mAP of one point: calibration-only quantization (MSE-optimal weight
+    scales of the point's formats, the shared activation ranges), exported and run by the exact
+    integer mode (quant.integer), as quant.ptq --eval measures without the reconstruction."""
+    from models.detect import artifact_detect_fn
+    from models.evaluate import evaluate_voc
+    from quant.export import to_artifact
+    from quant.integer import integer_runner
+    from quant.zoo import voc_names
+
+    t0 = time.perf_counter()
+    _, qdet = build(args.model, 4, "pow2", 8, plan=weights_plan(args.model, p["formats"]))
+    set_act_ranges(qdet, cache["act_ranges"])
+    art = to_artifact(qdet, args.size, name="pareto", classes=voc_names())
+    detect = artifact_detect_fn(art, runner=integer_runner())
+    r = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.eval_images,
+                     progress=False, with_curves=False)  # fmt: skip
+    return {"map": round(float(r["map_all"]), 5), "map_11pt": round(float(r["map_11pt"]), 5),
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def act_ranges(qdet) -> list[list[float]]:
+    return [[float(q.lo.detach()), float(q.hi.detach())] for q in qdet.aq]
+
+
+def set_act_ranges(qdet, ranges: list[list[float]]) -> None:
+    if len(ranges) != len(qdet.aq):
+        raise ValueError(f"{len(ranges)} cached activation ranges for {len(qdet.aq)} groups")
+    with torch.no_grad():
+        for q, (lo, hi) in zip(qdet.aq, ranges, strict=True):
+            q.lo.fill_(lo)
+            q.hi.fill_(hi)
+    qdet.invalidate()
+
+
 def pareto(args: argparse.Namespace) -> None:
+    """Measured mAP against predicted fps for a sweep of budgets (module docstring, --pareto);
+    every point's result is cached in <out>.json as soon as it is measured, so a rerun of the
+    same command resumes."""
+    from tqdm import tqdm
+
+    from quant.calibrate import calibrate_activations
+
+    cache_path = args.out.with_suffix(".json")
+    settings = dict(model=args.model, size=args.size, calib=args.calib, calib_size=args.calib_size,
+                    eval_images=args.eval_images, seed=args.seed, byte_cost=args.byte_cost,
+                    board=BOARD, data=CALIB_SET,
+                    eval="data/voc2012-sample, exact integer mode (quant.integer), "
+                    "conf 0.005, NMS 0.45")  # fmt: skip
+    cache: dict = {}
+    if cache_path.is_file():
+        cache = json.loads(cache_path.read_text())
+        if cache.get("settings") != settings:
+            print(f"{cache_path}: other settings, starting over")
+            cache = {}
+    cache.setdefault("settings", settings)
+    cache.setdefault("points", {})
+
+    def save() -> None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(cache, indent=1) + "\n")
+        tmp.replace(cache_path)
+
+    cm = cost_model(args.model, args.size)
+    losses = weight_losses(args, cm)
+    pts = pareto_points(args, cm, losses)
+    if "act_ranges" not in cache or "float_map" not in cache:
+        from models.detect import float_detect_fn, heads_of_darknet
+        from models.evaluate import evaluate_voc
+
+        t0 = time.perf_counter()
+        _, qdet = build(args.model, 4, "pow2", 8)
+        paths = unlabeled_images()
+        order = np.random.default_rng(args.seed).permutation(len(paths))
+        x = letterbox_batch([paths[i] for i in order[: args.calib]], args.calib_size)
+        print(f"calibrating activation ranges on {args.calib} images ({args.calib_size}x"
+              f"{args.calib_size}), float mode: shared by every point")  # fmt: skip
+        calibrate_activations(qdet, list(x.split(8)))
+        cache["act_ranges"] = act_ranges(qdet)
+        qdet.mode = "float"
+        qdet.eval()
+        detect = float_detect_fn(qdet, heads_of_darknet(qdet.cfg), args.size)
+        r = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.eval_images,
+                         progress=False, with_curves=False)  # fmt: skip
+        cache["float_map"] = round(float(r["map_all"]), 5)
+        cache["setup_seconds"] = round(time.perf_counter() - t0, 1)
+        save()
+    t_start = time.perf_counter()
+    bar = tqdm(pts, desc="pareto points", unit="pt")
+    for p in bar:
+        done = cache["points"].get(p["key"])
+        if done is not None and done.get("cycles") == p["cycles"]:
+            continue
+        bar.set_postfix_str(p["label"])
+        counts: dict[str, int] = {}
+        for f, b in p["formats"].values():
+            counts[f"{f}{b}"] = counts.get(f"{f}{b}", 0) + 1
+        res = {k: p[k] for k in ("kind", "label", "cycles", "fps", "loss_proxy")}
+        if "fraction_of_w4" in p:
+            res["fraction_of_w4"] = p["fraction_of_w4"]
+        res.update(formats=counts, **pareto_eval(args, cache, p))
+        cache["points"][p["key"]] = res
+        save()
+        bar.write(f"{p['label']}: {p['fps']:.2f} fps, mAP {res['map']:.4f} ({res['seconds']} s)")
+    cache["sweep_seconds_last_run"] = round(time.perf_counter() - t_start, 1)
+    save()
+    keys = {p["key"] for p in pts}
+    draw_pareto({k: v for k, v in cache["points"].items() if k in keys}, cache, args.out)
+
+
+def draw_pareto(points: dict[str, dict], cache: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for model, color in zip(args.models, ("tab:blue", "tab:orange"), strict=False):
-        args.model = model
-        cm = cost_model(model, args.size)
-        losses = weight_losses(args, cm)
-        base = cm.cycles(cm.uniform(BASE["dense"], BASE["depthwise"]))
-
-        slow = cm.cycles(cm.uniform(("pow2x2", 8), ("int", 8)))
-        pts = []
-        for frac in np.linspace(base / slow, 1.0, 40):
-            formats, sol = solve_weights(cm, losses, base / frac, args.byte_cost)
-            pts.append((cm.clock_hz / cm.cycles(formats), sol.loss))
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color,
-                label=f"{model}: mixed (knapsack)")  # fmt: skip
-        for (dense, dw), mk, lab in (
-            ((("pow2", 4), ("pow2", 4)), "o", "all pow2-4"),
-            ((("pow2", 3), ("pow2", 3)), "v", "all pow2-3"),
-            ((("pow2x2", 8), ("int", 8)), "s", "all pow2x2 (dw int8)"),
-            ((("pow2", 4), ("int", 8)), "D", "pow2-4, dw int8"),
-        ):
-            f = cm.uniform(dense, dw)
-            fps, lo = cm.clock_hz / cm.cycles(f), sum(losses[n][f[n]] for n in f)
-            ax.plot([fps], [lo], mk, color=color, ms=7)
-            ax.annotate(lab, (fps, lo), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.set_yscale("log")
-    ax.set_xlabel("predicted fps at 200 MHz, 512x512 (Ultra96-V2 cycle model)")
-    ax.set_ylabel("loss proxy: sum of tr(H)/n ||Q(w)-w||^2")
-    ax.set_title("Hardware-aware mixed precision (weights)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    st = cache["settings"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    mixed = sorted((p for p in points.values() if p["kind"] == "mixed"), key=lambda p: p["fps"])
+    panels = ((ax, "map", "VOC-sample mAP (measured)"),
+              (ax2, "loss_proxy", "loss proxy: sum of tr(H)/n ||Q(w)-w||^2"))  # fmt: skip
+    for a, key, ylab in panels:
+        a.plot([p["fps"] for p in mixed], [p[key] for p in mixed], "-", color="tab:blue",
+               marker=".", label="mixed (knapsack on the cycle model)")  # fmt: skip
+        for _, _, label, mk in UNIFORM:
+            p = points.get(label)
+            if p is not None:
+                a.plot([p["fps"]], [p[key]], mk, ls="none", color="tab:orange", ms=7,
+                       alpha=0.8, label=f"uniform: {label}")  # fmt: skip
+        p = points.get("mixed@0.9000")
+        if p is not None:
+            a.annotate("0.9 of all-pow2-4 fps\n(the committed W4A8 plan's budget)",
+                       (p["fps"], p[key]), textcoords="offset points", xytext=(-40, -26),
+                       fontsize=7, color="tab:blue")  # fmt: skip
+        a.set_xlabel(f"predicted fps at 200 MHz, {st['size']}x{st['size']} (Ultra96-V2 cycles)")
+        a.set_ylabel(ylab)
+        a.grid(alpha=0.3)
+    ax.axhline(cache["float_map"], color="gray", ls="--", lw=1,
+               label=f"float {cache['float_map']:.3f}")  # fmt: skip
+    ax2.set_yscale("log")
+    ax.legend(fontsize=7, loc="best")
+    n = st["eval_images"] or 100
+    fig.suptitle(f"{st['model']} W?A8 mixed precision, calibration only (no reconstruction/QAT): "
+                 f"mAP on {n} VOC-sample images, integer mode", fontsize=10)  # fmt: skip
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -348,9 +507,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hess-samples", type=int, default=16)
     ap.add_argument("--act-images", type=int, default=4)
     ap.add_argument("--traces", type=Path, default=None, help="trace cache (JSON)")
-    ap.add_argument("--pareto", action="store_true", help="sweep budgets, plot to --out (PNG)")
-    ap.add_argument("--models", nargs="+", default=["yolo-fastest-xl-voc", "yolo-fastest-voc"],
-                    help="--pareto: the models drawn")  # fmt: skip
+    ap.add_argument("--pareto", action="store_true",
+                    help="sweep budgets, measure each point's mAP, plot to --out")  # fmt: skip
+    ap.add_argument("--points", type=int, default=9, help="--pareto: knapsack budgets")
+    ap.add_argument("--calib", type=int, default=64, help="--pareto: calibration images")
+    ap.add_argument("--calib-size", type=int, default=320, help="--pareto: their letterbox size")
+    ap.add_argument("--eval-images", type=int, default=None,
+                    help="--pareto: first N VOC-sample images (default all 100)")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
