@@ -32,6 +32,7 @@ class Solution:
     loss: float
     lp_loss: float = -math.inf  # the LP relaxation's optimum (a lower bound of the optimum)
     gap: float = 0.0  # loss saving of the LP's fractional upgrade (0: LP integral)
+    solver: str = ""  # which algorithm found it (quant.mixed records it in a plan)
 
 
 def lower_hull(group: Group) -> list[int]:

@@ -10,7 +10,8 @@ accelerator cycles (sw.contract.cycles.layer_cycles on the descriptor of the all
 at --size with the format changed, the Ultra96-V2 build and its board memory model, as
 ``make bench-boards``) plus ``--byte-cost`` cycles per weight byte; its loss is the HAWQ-v2
 sensitivity tr(H)/n * ||Q(w) - w||^2 (quant.hessian: Hutchinson on a few unlabeled images in
-float mode). A multiple-choice knapsack (quant.knapsack, hull greedy) minimises the summed loss
+float mode). A multiple-choice knapsack (quant.knapsack: the hull greedy, and a DP on costs
+rounded up to 1/20000 of the budget; the better of the two) minimises the summed loss
 with the total cycles within the budget (--fps, or --fraction of the all-pow2-4 fps; the adds'
 cycles are fixed). The plan's predicted fps counts cycles only, so it is never below the target.
 
@@ -48,6 +49,7 @@ DW_OPTIONS = (("pow2", 3), ("pow2", 4), ("int", 8))
 BASE = {"dense": ("pow2", 4), "depthwise": ("pow2", 4)}
 DDR_EFF = 0.8  # sustained share of the DDR peak, as bench/accelerator.py and bench/boards.py
 BOARD = "ultra96v2"
+DP_UNITS = 20000  # cost grid of the DP (quant.knapsack.dp_scaled) next to the hull greedy
 
 
 @dataclass
@@ -188,6 +190,14 @@ def solve_weights(
         cheapest = fixed + sum(min(g)[0] for g in groups)
         raise SystemExit(f"budget of {target_cycles:,.0f} cycles is below the cheapest plan "
                          f"({cheapest:,.0f} cycles, {cm.clock_hz / cheapest:.1f} fps)")  # fmt: skip
+    sol.solver = "greedy"
+    # The greedy can leave up to one layer's upgrade of budget unused (a large layer's pow2x2
+    # that did not fit); the DP on costs rounded up to 1/DP_UNITS of the budget (always
+    # feasible) often fills it. Keep the better; the LP bound of the greedy bounds both.
+    d = knapsack.dp_scaled(groups, target_cycles - fixed, DP_UNITS)
+    if d is not None and d.loss < sol.loss - 1e-12:
+        d.lp_loss, d.gap, d.solver = sol.lp_loss, sol.gap, "dp"
+        sol = d
     return {n: o[k] for n, o, k in zip(convs, opts, sol.choice, strict=True)}, sol
 
 
@@ -280,7 +290,7 @@ def make_plan(args: argparse.Namespace) -> dict:
         "predicted": {
             "fps_200mhz": round(cm.clock_hz / cyc, 2), "fps_fraction_of_w4": round(base / cyc, 4),
             "cycles": cyc, "w4_cycles": base, "w4_fps_200mhz": round(base_fps, 2),
-            "loss_proxy": sol.loss, "loss_proxy_lp_bound": sol.lp_loss,
+            "loss_proxy": sol.loss, "loss_proxy_lp_bound": sol.lp_loss, "solver": sol.solver,
             "loss_proxy_w4": sum(losses[n][BASE[cm.layers[n].kind]] for n in losses),
         },
     }  # fmt: skip

@@ -382,3 +382,32 @@ def test_plan_cycles_equal_the_compiled_layers(path: Path) -> None:
     assert same, path.name
     for name in same:
         assert mixed_cyc[name].total == w4_cyc[name].total, name
+
+
+def test_solve_weights_fits_the_budget_and_beats_the_greedy_alone() -> None:
+    from quant import mixed
+
+    dp_won = 0
+    for seed in range(40):
+        rng = np.random.default_rng(7000 + seed)
+        layers = {"add1": mixed.LayerCost("add1", "add", {("-", 0): 500}, {}, 10)}
+        losses = {}
+        for j in range(12):
+            opts = [("pow2", 3), ("pow2", 4), ("pow2x2", 8)]
+            c = int(rng.integers(1000, 50000))
+            cyc = {opts[0]: c, opts[1]: c, opts[2]: 2 * c - int(rng.integers(0, 500))}
+            wb = {o: int(rng.integers(10, 100)) for o in opts}
+            layers[f"conv{j}"] = mixed.LayerCost(f"conv{j}", "dense", cyc, wb, 10)
+            e = sorted(rng.random(3), reverse=True)
+            losses[f"conv{j}"] = dict(zip(opts, e, strict=True))
+        cm = mixed.CostModel(layers, 200e6, "test")
+        lo = cm.cycles(cm.uniform(("pow2", 4), ("pow2", 4)))
+        hi = cm.cycles(cm.uniform(("pow2x2", 8), ("pow2", 4)))
+        target = float(rng.uniform(lo * 1.05, hi))
+        formats, sol = mixed.solve_weights(cm, losses, target, 0.01)
+        msg = f"seed {7000 + seed}, target {target:.0f}: {sol}"
+        assert cm.cycles(formats) <= target, msg
+        assert math.isclose(sol.loss, sum(losses[n][f] for n, f in formats.items())), msg
+        assert sol.lp_loss <= sol.loss + 1e-12 <= sol.lp_loss + sol.gap + 2e-12, msg
+        dp_won += sol.solver == "dp"
+    assert dp_won > 0, "the DP never beat the greedy: its branch is untested"
