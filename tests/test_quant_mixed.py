@@ -411,3 +411,30 @@ def test_solve_weights_fits_the_budget_and_beats_the_greedy_alone() -> None:
         assert sol.lp_loss <= sol.loss + 1e-12 <= sol.lp_loss + sol.gap + 2e-12, msg
         dp_won += sol.solver == "dp"
     assert dp_won > 0, "the DP never beat the greedy: its branch is untested"
+
+
+@needs_data
+@pytest.mark.parametrize("path", PLANS, ids=[p.name for p in PLANS])
+def test_committed_plan_is_what_its_command_makes(path: Path, tmp_path: Path) -> None:
+    """budget.command reproduces the plan (weights only: the activation sensitivities of a W4A4
+    plan take minutes; the cached Hessian traces in plans/ make the rest seconds)."""
+    import shlex
+
+    from quant import mixed
+
+    plan = json.loads(path.read_text())
+    argv = shlex.split(plan["budget"]["command"])
+    assert argv[:3] == ["python", "-m", "quant.mixed"], plan["budget"]["command"]
+    argv = argv[3:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "p.json")
+    if "--act-avg-bits" in argv:  # same weights budget, 8-bit activations
+        i = argv.index("--act-avg-bits")
+        del argv[i : i + 2]
+    traces = REPO_ROOT / "plans" / f"{plan['model']}.traces.json"
+    if traces.is_file():  # a copy: a stale cache is recomputed into tmp, not into plans/
+        (tmp_path / "traces.json").write_text(traces.read_text())
+    mixed.main([*argv, "--traces", str(tmp_path / "traces.json")])
+    new = json.loads((tmp_path / "p.json").read_text())
+    weights = {n: (s.get("weights"), s.get("bits")) for n, s in plan["layers"].items()}
+    assert {n: (s.get("weights"), s.get("bits")) for n, s in new["layers"].items()} == weights
+    assert new["predicted"]["cycles"] == plan["predicted"]["cycles"], path.name
