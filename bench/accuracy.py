@@ -168,7 +168,7 @@ def plan_fields(art: Any) -> dict[str, Any]:
     md = art.metadata
     if not md.get("plan"):
         return {}
-    return {"plan": md["plan"], **accelerator_speed(art)}
+    return {"plan": md["plan"], "train_command": md.get("command"), **accelerator_speed(art)}
 
 
 def record(path: str, key: str | None) -> None:

@@ -166,3 +166,27 @@ def test_extreme_weights_saturate_nothing() -> None:
     with EmuBackend(plan) as be:
         img = rng.integers(0, 256, (40, 6, 7)).astype(np.uint8)
         assert np.array_equal(be.run(img)["c0"], run_network(art, img)["c0"])
+
+
+def test_committed_mixed_models_on_the_emulator() -> None:
+    """Every committed mixed-precision model (models/artifacts/*-mixed-*.npz) compiles for the
+    Ultra96-V2 build with every conv on the accelerator, and the emulator equals the reference
+    (at 64x64: the constants are size-independent)."""
+    from pathlib import Path
+
+    from deploy.boards import load_all
+
+    arts = sorted((Path(__file__).parents[1] / "models" / "artifacts").glob("*-mixed-*.npz"))
+    if not arts:
+        pytest.skip("no mixed-precision artifact committed")
+    cfg = load_all()["ultra96v2"].accel
+    rng = np.random.default_rng(13)
+    for p in arts:
+        art = artmod.with_input_size(artmod.load(p), 64, 64)
+        plan = compile_model(art, cfg)  # raises if a conv does not fit the build
+        assert any(n.attrs.get("weight_format") == "pow2x2" for n in art.nodes), p.name
+        with EmuBackend(plan) as be:
+            img = rng.integers(0, 256, art.input_shape).astype(np.uint8)
+            want, got = run_network(art, img), be.run(img)
+            for name in want:
+                assert np.array_equal(got[name], want[name]), f"{p.name}: {name} (seed 13)"

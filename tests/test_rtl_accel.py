@@ -108,3 +108,28 @@ def test_frame_512(model_dir, data_dir: Path, tmp_path: Path) -> None:  # type: 
     np.save(image, np.ascontiguousarray(codes.transpose(2, 0, 1)))
     _run(model_dir, "test_frame", "frame_512", ACCEL_SEED="7", ACCEL_PAUSE="0.0",
          ACCEL_ARTIFACT=str(arts[0]), ACCEL_IMAGE=str(image), ACCEL_MEM=str(1 << 28))  # fmt: skip
+
+
+def _mixed_artifacts() -> list[Path]:
+    """The committed mixed-precision models (quant.mixed plans: pow2 4-bit, pow2x2, int8)."""
+    return sorted((REPO_ROOT / "models" / "artifacts").glob("*-mixed-*.npz"))
+
+
+@pytest.mark.parametrize("lanes", _lanes_params(FAST_LANES))
+def test_mixed_plan_model(lanes: int, tmp_path: Path) -> None:
+    """A committed mixed-precision detector, its integers run at 64x64 (size-independent
+    constants), on the RTL layer after layer, bit for bit equal to sim.reference."""
+    from sw import artifact
+
+    arts = _mixed_artifacts()
+    if not arts:
+        pytest.skip("no mixed-precision artifact under models/artifacts/")
+    small = artifact.with_input_size(artifact.load(arts[0]), 64, 64)
+    assert any(n.attrs.get("weight_format") == "pow2x2" for n in small.nodes)
+    path = tmp_path / "mixed64.npz"
+    artifact.save(small, path)
+    rng = np.random.default_rng(5)
+    image = tmp_path / "image.npy"
+    np.save(image, rng.integers(0, 256, (3, 64, 64)).astype(np.uint8))
+    _run(_model(lanes), "test_frame", f"mixed64_l{lanes}", ACCEL_SEED="5", ACCEL_PAUSE="0.1",
+         ACCEL_ARTIFACT=str(path), ACCEL_IMAGE=str(image), ACCEL_MEM=str(1 << 26))  # fmt: skip
