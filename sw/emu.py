@@ -35,19 +35,19 @@ from sw.compiler import (
     record_lanes,
     weight_block_bytes,
 )
+from sw.contract.codes import weight_terms
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import (
     DESCRIPTOR_BYTES,
-    FMT_POW2X2,
     OP_ADD,
     OP_DENSE,
     OP_DEPTHWISE,
     OUT_BITS_MAX,
     OUT_BITS_MIN,
-    WEIGHT_FORMAT_CODES,
+    WEIGHT_FORMAT_NAMES,
     Descriptor,
 )
-from sw.contract.layout import ALIGN, CHANNEL_RECORD, groups, join_terms, unpack_codes
+from sw.contract.layout import ALIGN, CHANNEL_RECORD, groups, unpack_codes, unpack_weights
 from sw.contract.registers import (
     ACCEL_ID,
     CTRL_IRQ_EN,
@@ -80,8 +80,6 @@ from sw.contract.registers import (
     STATUS_W1C,
     config_registers,
 )
-
-FORMAT_NAMES = {v: k for k, v in WEIGHT_FORMAT_CODES.items()}
 
 
 class DeviceFault(Exception):
@@ -224,7 +222,7 @@ class EmuDevice:
             dense = d.op == OP_DENSE
             kernels_ok = caps.dense_kernels if dense else caps.depthwise_kernels
             fmts = caps.dense_weights if dense else caps.depthwise_weights
-            fmt = FORMAT_NAMES.get(d.weight_format)
+            fmt = WEIGHT_FORMAT_NAMES.get(d.weight_format)
             if d.kernel not in kernels_ok or d.stride not in caps.strides or d.pad >= d.kernel:
                 raise DeviceFault(ERR_SHAPE, f"kernel {d.kernel} stride {d.stride} pad {d.pad}")
             if (fmt, d.weight_bits) not in fmts:
@@ -242,9 +240,8 @@ class EmuDevice:
             if d.op == OP_DEPTHWISE and d.in_channels != d.out_channels:
                 raise DeviceFault(ERR_SIZES, "depthwise with in != out channels")
             kind = "dense" if d.op == OP_DENSE else "depthwise"
-            terms = 2 if d.weight_format == FMT_POW2X2 else 1
             why = layer_limit(kind, d.in_channels, d.out_channels, d.kernel, d.stride,
-                              d.strip_width, cfg, terms)  # fmt: skip
+                              d.strip_width, cfg, weight_terms(fmt))  # fmt: skip
             if why:
                 raise DeviceFault(ERR_BUFFER, why)
         elif (d.in_channels, d.in_height, d.in_width) != (
@@ -292,18 +289,15 @@ class EmuDevice:
         if kind == "dense":
             lo, li = cfg.dense_out_lanes, cfg.lanes
             go, gi = groups(cout, lo), groups(cin, li)
-            if d.weight_format == FMT_POW2X2:  # two 4-bit term blocks per block position
-                codes = unpack_codes(self.mem[w_at], 4, go * gi * k * k * 2 * lo * li)
-                codes = join_terms(codes.reshape(go, gi, k, k, 2, lo, li))
-            else:
-                codes = unpack_codes(self.mem[w_at], d.weight_bits, go * gi * k * k * lo * li)
-            codes = codes.reshape(go, gi, k, k, lo, li).transpose(0, 4, 1, 5, 2, 3)
+            fmt = WEIGHT_FORMAT_NAMES[d.weight_format]
+            codes = unpack_weights(self.mem[w_at], fmt, d.weight_bits, (go, gi, k, k, lo, li))
+            codes = codes.transpose(0, 4, 1, 5, 2, 3)
             codes = codes.reshape(go * lo, gi * li, k, k)
         else:
             g, lanes = groups(cout, cfg.lanes), cfg.lanes
             codes = unpack_codes(self.mem[w_at], d.weight_bits, g * k * k * lanes)
             codes = codes.reshape(g, k, k, lanes).transpose(0, 3, 1, 2).reshape(-1, 1, k, k)
-        v = decode_codes(codes, FORMAT_NAMES[d.weight_format], d.weight_bits)
+        v = decode_codes(codes, WEIGHT_FORMAT_NAMES[d.weight_format], d.weight_bits)
         n_rec = groups(cout, record_lanes(kind, cfg)) * record_lanes(kind, cfg)
         c_at = self._span(d.const_addr, n_rec * 16)
         rec = self.mem[c_at].copy().view(CHANNEL_RECORD)

@@ -35,8 +35,15 @@ from sw.contract.buffers import (
     dw_phases,
     weight_container_bits,
 )
+from sw.contract.codes import weight_terms
 from sw.contract.config import AccelConfig
-from sw.contract.descriptor import DESCRIPTOR_BYTES, FMT_BINARY, FMT_POW2X2, OP_ADD, OP_DENSE
+from sw.contract.descriptor import (
+    DESCRIPTOR_BYTES,
+    FMT_BINARY,
+    OP_ADD,
+    OP_DENSE,
+    WEIGHT_FORMAT_NAMES,
+)
 from sw.contract.layout import CHANNEL_RECORD_BYTES, groups
 
 # Controller costs in cycles, read off the RTL's state machines (hw/controller.py, hw/sequencer.py,
@@ -157,7 +164,7 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
         # A block of lanes x dense_out_lanes codes: 1-bit codes or 4-bit containers.
         code_bits = 1 if d["weight_format"] == FMT_BINARY else DENSE_CODE_BITS
         # pow2x2: two 4-bit blocks per (og, ig, u, w), each input vector issued once per term.
-        terms = 2 if d["weight_format"] == FMT_POW2X2 else 1
+        terms = weight_terms(WEIGHT_FORMAT_NAMES[d["weight_format"]])
         lo = cfg.dense_out_lanes
         block_beats = groups(lo * lanes * code_bits, 8 * lanes)
         weight_beats = groups(cout, lo) * gi * kk * terms * block_beats

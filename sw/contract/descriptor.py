@@ -17,6 +17,7 @@ OP_DENSE, OP_DEPTHWISE, OP_ADD = 1, 2, 3
 FMT_POW2, FMT_BINARY, FMT_INT, FMT_POW2X2 = 0, 1, 2, 3  # the weight_format field
 WEIGHT_FORMAT_CODES = {"pow2": FMT_POW2, "binary": FMT_BINARY, "int": FMT_INT,
                        "pow2x2": FMT_POW2X2}  # fmt: skip
+WEIGHT_FORMAT_NAMES = {v: k for k, v in WEIGHT_FORMAT_CODES.items()}  # field value -> name
 
 # What the interface-1 RTL's CHECK accepts (docs/accelerator-interface.md); the compiler's
 # Capabilities default to these, the emulator refuses the rest with ERR_SHAPE as the RTL does,

@@ -108,6 +108,16 @@ def pack_weights(order: np.ndarray, fmt: str, bits: int) -> np.ndarray:
     return pack_codes(order, bits)
 
 
+def unpack_weights(buf: np.ndarray, fmt: str, bits: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_weights`: the codes of ``shape`` (engine order, the last two axes
+    the lanes of one block) from their DDR bytes."""
+    n = int(np.prod(shape))
+    if fmt == "pow2x2":
+        split = unpack_codes(buf, 4, 2 * n).reshape(*shape[:-2], 2, *shape[-2:])
+        return join_terms(split)
+    return unpack_codes(buf, bits, n).reshape(shape)
+
+
 def depthwise_weight_order(codes: np.ndarray, lanes: int) -> np.ndarray:
     """(C, 1, k, k) codes -> ``[g][u][w][l]`` with zero-code padding."""
     c, _, k, _ = codes.shape
