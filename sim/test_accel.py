@@ -37,7 +37,14 @@ from sim.ddr import (
     tensor_bytes,
 )
 from sim.reference import layout, network
-from sim.reference.randnet import random_add, random_conv, random_network, random_quant
+from sim.reference.randnet import (
+    random_add,
+    random_conv,
+    random_network,
+    random_quant,
+    with_small_shifts,
+)
+from sim.reference.ties import layer_ties
 from sw.artifact import Node, Quant
 from sw.contract import cycles as cycle_model
 from sw.contract.config import DEFAULT_CONFIG, AccelConfig
@@ -255,6 +262,11 @@ def layer_cases(rng: np.random.Generator) -> list[dict[str, object]]:
         # two-term pow2: two passes over each input vector, two term blocks per block position
         dict(kind="conv", c=20, h=9, w=11, co=35, k=1, st=1, strip=4, fmt="pow2x2", bits=8),
         dict(kind="conv", c=9, h=7, w=8, co=12, k=3, st=2, strip=3, fmt="pow2x2", bits=8),
+        # shifts of 1..3: rounding ties by the dozen through the shared requantizer (trained
+        # layers' shifts of 10-20 almost never make one), leaky and linear, dense and depthwise
+        dict(kind="conv", c=3, h=9, w=10, co=16, k=1, st=1, strip=4, shifts="small"),
+        dict(kind="conv", c=2, h=8, w=7, co=8, k=1, st=1, strip=3, shifts="small", act="linear"),
+        dict(kind="dw", c=16, h=6, w=9, k=3, st=1, strip=4, fmt="pow2", bits=4, shifts="small"),
     ]
     for cs in cases:
         cs.setdefault("seed", int(rng.integers(1 << 30)))
@@ -293,6 +305,10 @@ async def run_case(h: Harness, cs: dict[str, object], idx: int) -> None:
         depthwise=cs["kind"] == "dw", weight_format=str(cs.get("fmt", "pow2")),
         weight_bits=int(cs.get("bits", 4)), activation=str(cs.get("act", "leaky")),
     )  # fmt: skip
+    if cs.get("shifts") == "small":
+        node = with_small_shifts(rng, node)
+        ties = layer_ties(node, x, qa)
+        assert ties >= 12, f"{name}: only {ties} rounding ties in range, the case tests too few"
     await run_conv(h, node, x, qa, int(cs["strip"]), int(cs["seed"]), name)
 
 

@@ -20,6 +20,7 @@ from hw.params import check
 from hw.requant import Eltwise, Requant
 from hw.top import Pow2DetAccel
 from sim.reference import ops
+from sim.reference.ties import add_ties, conv_ties
 from sw.accel_config import DEFAULT_CONFIG, ConfigError
 from sw.artifact import decode_codes
 
@@ -33,22 +34,17 @@ def _run(dut: object, bench: object) -> None:
     sim.run()
 
 
-def test_requant_matches_reference() -> None:
-    rng = np.random.default_rng(SEED)
-    lanes, n = 4, 40
-    acc = rng.integers(-(2**24), 2**24, size=(n, lanes))
-    acc[:3] = [[2**31 - 1, -(2**31), 0, -1]] * 3  # extremes of the 32-bit accumulator
-    bias = rng.integers(-(2**20), 2**20, size=(n, lanes))
-    bias[:3] = 0
-    m_pos = rng.integers(0, 2**16, size=(n, lanes))
-    m_neg = rng.integers(0, 2**16, size=(n, lanes))
-    shift = rng.integers(0, 48, size=(n, lanes))
-    shift[3] = 0
-    z_out, bits = int(rng.integers(0, 16)), 4
-    want = np.stack([
-        ops.requantize(acc[i] + bias[i], m_pos[i], m_neg[i], shift[i], z_out, bits)
-        for i in range(n)
-    ])  # fmt: skip
+def _requant_rtl(
+    acc: np.ndarray,
+    bias: np.ndarray,
+    m_pos: np.ndarray,
+    m_neg: np.ndarray,
+    shift: np.ndarray,
+    z_out: int,
+    bits: int,
+) -> np.ndarray:
+    """Rows of ``(n, lanes)`` operands through hw.requant.Requant; the ``(n, lanes)`` codes."""
+    n, lanes = acc.shape
     dut = Requant(lanes)
     got: list[list[int]] = []
 
@@ -72,7 +68,88 @@ def test_requant_matches_reference() -> None:
                 got.append([(out >> (8 * j)) & 0xFF for j in range(lanes)])
 
     _run(dut, bench)
-    assert np.array_equal(np.array(got), want), f"seed {SEED}"
+    return np.array(got)
+
+
+def test_requant_matches_reference() -> None:
+    rng = np.random.default_rng(SEED)
+    lanes, n = 4, 40
+    acc = rng.integers(-(2**24), 2**24, size=(n, lanes))
+    acc[:3] = [[2**31 - 1, -(2**31), 0, -1]] * 3  # extremes of the 32-bit accumulator
+    bias = rng.integers(-(2**20), 2**20, size=(n, lanes))
+    bias[:3] = 0
+    m_pos = rng.integers(0, 2**16, size=(n, lanes))
+    m_neg = rng.integers(0, 2**16, size=(n, lanes))
+    shift = rng.integers(0, 48, size=(n, lanes))
+    shift[3] = 0
+    z_out, bits = int(rng.integers(0, 16)), 4
+    want = np.stack([
+        ops.requantize(acc[i] + bias[i], m_pos[i], m_neg[i], shift[i], z_out, bits)
+        for i in range(n)
+    ])  # fmt: skip
+    got = _requant_rtl(acc, bias, m_pos, m_neg, shift, z_out, bits)
+    assert np.array_equal(got, want), f"seed {SEED}"
+
+
+def test_requant_rounds_ties_up() -> None:
+    """Directed ties at every shift 1..47 (sim.reference.ties), both signs: random operands
+    almost never produce one, so without these round-half-down would pass the test above."""
+    rng = np.random.default_rng(SEED + 7)
+    ties = conv_ties(rng)
+    lanes = 4
+    n = -(-len(ties.acc) // lanes)
+    pad = n * lanes - len(ties.acc)
+
+    def rows(x: np.ndarray, fill: int) -> np.ndarray:
+        return np.concatenate([x, np.full(pad, fill, np.int64)]).reshape(n, lanes)
+
+    # The accumulator arrives without its bias: split each tie between the two, so the sum
+    # inside the requantizer is what makes the tie.
+    bias = rng.integers(-(2**16), 2**16, size=len(ties.acc))
+    bias = np.where(np.abs(ties.acc - bias) < 2**31 - 1, bias, 0)
+    pos = ties.acc >= 0
+    # The multiplier the sign does not select gets a decoy value, so a swapped M_pos/M_neg
+    # selection changes the result too.
+    m_pos = np.where(pos, ties.m, ties.m // 2 + 1)
+    m_neg = np.where(pos, ties.m // 2 + 1, ties.m)
+    z_out, bits = 128, 8
+    got = _requant_rtl(rows(ties.acc - bias, 1), rows(bias, 0), rows(m_pos, 1), rows(m_neg, 1),
+                       rows(ties.shift, 1), z_out, bits).reshape(-1)[: len(ties.acc)]  # fmt: skip
+    want = ties.expected(z_out, bits)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"seed {SEED + 7}: {bad.size} ties wrong, first " + (
+        f"acc {ties.acc[bad[0]]} M {ties.m[bad[0]]} S {ties.shift[bad[0]]}: got {got[bad[0]]}, "
+        f"want {want[bad[0]]}"
+        if bad.size
+        else ""
+    )
+
+
+def _eltwise_rtl(
+    a: np.ndarray, c: np.ndarray, consts: dict[str, int], relu: bool, z_out: int, bits: int
+) -> np.ndarray:
+    """Rows of ``(n, lanes)`` codes through hw.requant.Eltwise; ``consts`` has z_a, z_c, m_a,
+    m_c and shift."""
+    n, lanes = a.shape
+    dut = Eltwise(lanes)
+    got: list[list[int]] = []
+
+    async def bench(ctx):  # type: ignore[no-untyped-def]
+        for key, v in {**consts, "relu": int(relu), "z_out": z_out,
+                       "qmax": (1 << bits) - 1}.items():  # fmt: skip
+            ctx.set(getattr(dut, key), v)
+        for i in range(n + Eltwise.LATENCY + 2):
+            ctx.set(dut.valid_in, int(i < n))
+            if i < n:
+                ctx.set(dut.a, sum(int(v) << (8 * j) for j, v in enumerate(a[i])))
+                ctx.set(dut.c, sum(int(v) << (8 * j) for j, v in enumerate(c[i])))
+            await ctx.tick()
+            if ctx.get(dut.valid_out):
+                out = ctx.get(dut.out)
+                got.append([(out >> (8 * j)) & 0xFF for j in range(lanes)])
+
+    _run(dut, bench)
+    return np.array(got)
 
 
 def test_eltwise_matches_reference() -> None:
@@ -84,26 +161,17 @@ def test_eltwise_matches_reference() -> None:
     ma, mc = (int(x) for x in rng.integers(0, 2**16, size=2))
     for relu, sh in ((False, 17), (True, 0), (False, 40)):
         want = ops.add(a, za, c, zc, ma, mc, sh, zy, 8, relu=relu)
-        dut = Eltwise(lanes)
-        got: list[list[int]] = []
+        consts = dict(z_a=za, z_c=zc, m_a=ma, m_c=mc, shift=sh)
+        got = _eltwise_rtl(a, c, consts, relu, zy, 8)
+        assert np.array_equal(got, want), f"relu={relu} shift={sh} seed {SEED + 1}"
 
-        async def bench(ctx, dut=dut, relu=relu, sh=sh, got=got):  # type: ignore[no-untyped-def]
-            for sig, v in ((dut.z_a, za), (dut.z_c, zc), (dut.m_a, ma), (dut.m_c, mc),
-                           (dut.shift, sh), (dut.relu, int(relu)), (dut.z_out, zy),
-                           (dut.qmax, 255)):  # fmt: skip
-                ctx.set(sig, v)
-            for i in range(n + Eltwise.LATENCY + 2):
-                ctx.set(dut.valid_in, int(i < n))
-                if i < n:
-                    ctx.set(dut.a, sum(int(v) << (8 * j) for j, v in enumerate(a[i])))
-                    ctx.set(dut.c, sum(int(v) << (8 * j) for j, v in enumerate(c[i])))
-                await ctx.tick()
-                if ctx.get(dut.valid_out):
-                    out = ctx.get(dut.out)
-                    got.append([(out >> (8 * j)) & 0xFF for j in range(lanes)])
 
-        _run(dut, bench)
-        assert np.array_equal(np.array(got), want), f"relu={relu} shift={sh} seed {SEED + 1}"
+@pytest.mark.parametrize("shift", [1, 6, 15, 22])
+def test_eltwise_rounds_ties_up(shift: int) -> None:
+    ties = add_ties(np.random.default_rng(SEED + shift), shift, n=32)
+    consts = dict(z_a=ties.z_a, z_c=ties.z_c, m_a=ties.m_a, m_c=ties.m_c, shift=shift)
+    got = _eltwise_rtl(ties.a.reshape(8, 4), ties.c.reshape(8, 4), consts, False, 100, 8)
+    assert np.array_equal(got.reshape(-1), ties.expected(100, 8)), f"seed {SEED + shift}"
 
 
 @pytest.mark.parametrize("bits", [4, 3])

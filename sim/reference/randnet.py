@@ -7,9 +7,12 @@ seed reproduces a case.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 
-from sim.reference.requant import add_constants, conv_constants
+from sim.reference.requant import MULT_MAX, add_constants, conv_constants
 from sw.artifact import (
     WEIGHT_BITS,
     Artifact,
@@ -102,6 +105,23 @@ def random_conv(
             "shift": sh,
         },
     )
+
+
+def with_small_shifts(rng: np.random.Generator, node: Node, max_shift: int = 3) -> Node:
+    """``node`` with its requantization shifts cut to 1..``max_shift`` and the multipliers
+    rescaled to keep the real multiplier: with ``S <= 3`` an accumulator is a rounding tie about
+    one time in ``2^S``, where trained layers' shifts of 10-20 almost never give one."""
+    t = dict(node.tensors)
+    s_old = t["shift"].astype(np.int64)
+    s_new = rng.integers(1, max_shift + 1, size=s_old.shape)
+
+    def rescale(m: np.ndarray) -> np.ndarray:
+        real = m.astype(np.float64) * np.exp2(s_new - s_old)
+        return np.clip(np.round(real), 1, MULT_MAX).astype(t["m_pos"].dtype)
+
+    t.update(m_pos=rescale(t["m_pos"]), m_neg=rescale(t["m_neg"]),
+             shift=s_new.astype(t["shift"].dtype))  # fmt: skip
+    return dataclasses.replace(node, tensors=t)
 
 
 def random_add(
@@ -232,3 +252,28 @@ def random_network(
         classes=["person", "car"],
         metadata={"generator": "sim.reference.randnet.random_network"},
     )
+
+
+def conv_chain(
+    rng: np.random.Generator,
+    specs: list[dict[str, Any]],
+    shape: tuple[int, int, int] = (3, 12, 10),
+    bits: int = 8,
+) -> Artifact:
+    """A straight network of conv nodes ``c0, c1, ...`` (``random_conv`` keyword arguments per
+    spec, ``out_bits`` defaulting to ``bits``) on an 8-bit image; the last one is the output."""
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    nodes: list[Node] = []
+    src, src_shape, src_q = "image", shape, inq
+    for i, spec in enumerate(specs):
+        spec = {"out_bits": bits, **spec}
+        n = random_conv(rng, f"c{i}", src, src_shape, src_q, **spec)
+        nodes.append(n)
+        k, st, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["pad"]
+        src_shape = (
+            n.attrs["out_channels"],
+            (src_shape[1] + 2 * p - k) // st + 1,
+            (src_shape[2] + 2 * p - k) // st + 1,
+        )
+        src, src_q = n.name, n.quant
+    return Artifact("chain", "image", shape, inq, nodes, [Output(src)])
