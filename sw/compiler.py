@@ -4,16 +4,19 @@ FINN/TVM style: the artifact is lowered to a plain graph (:class:`Graph`, one :c
 per node) and a list of small named passes, each doing one job, annotates it:
 
 1. ``assign_engines``  every layer to the PL (accelerator) or the CPU, with the reason;
-2. ``choose_strips``   column-strip width of each PL layer within the on-chip buffers;
-3. ``fold_concats``    concats done by addressing (parts written side by side in one buffer);
-4. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
-5. ``emit``            descriptors (``sw.descriptors``), DDR image (``sw.contract.layout``).
+2. ``split_output_channels``  a dense conv too large for the weight buffer as several passes,
+                       each a run of output channels, joined by a concat;
+3. ``choose_strips``   column-strip width of each PL layer within the on-chip buffers;
+4. ``fold_concats``    concats done by addressing (parts written side by side in one buffer);
+5. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
+6. ``emit``            descriptors (``sw.descriptors``), DDR image (``sw.contract.layout``).
 
 What the PL can do comes from :class:`Capabilities` (what the RTL's descriptor check accepts:
 dense and depthwise convs with the pow2/binary/int weights it lists, the residual add);
 everything else runs on the CPU. A layer the PL should run but the build cannot hold (weights over
-the weight buffer, an input window over the input buffer, a field too wide for a descriptor)
-raises :class:`CompileError` naming the layer and the limit, unless ``cpu_fallback`` is set.
+the weight buffer even one output-channel group at a time, an input window over the input
+buffer, a field too wide for a descriptor) raises :class:`CompileError` naming the layer and
+the limit, unless ``cpu_fallback`` is set.
 
 Only numpy here: the descriptor format, the DDR layout, the buffer sizes and the cycle model all
 come from the contract package (``sw/contract/``), so it runs on the board.
@@ -21,6 +24,7 @@ come from the contract package (``sw/contract/``), so it runs on the board.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -265,6 +269,61 @@ def assign_engines(g: Graph) -> None:
                 "concat": "concat copy on the CPU",
             }[layer.kind]
         layer.engine, layer.reason = ("CPU", reason) if reason else ("PL", "")
+
+
+def split_output_channels(g: Graph) -> None:
+    """A dense conv whose weights or output channels exceed the build runs as several passes
+    over its input, each computing a run of whole output-channel groups straight into its
+    channel groups of the layer's output (a concat that ``fold_concats`` does by addressing).
+    The integers are the same: an output channel's accumulator, constants and rounding do not
+    depend on the other channels (docs/arithmetic.md section 10, output-channel passes).
+
+    Passes are equal runs of the channel group (the lanes and the dense engine's output lanes
+    both divide it), as few as the buffers allow; each re-reads the input, which the cycle model
+    counts. A layer where one group alone does not fit keeps its error: splitting the input
+    channels would need partial sums in DDR, which the contract does not have.
+    """
+    cfg = g.cfg
+    unit = math.lcm(cfg.lanes, cfg.dense_out_lanes)
+    layers: list[GLayer] = []
+    for layer in g.layers:
+        if layer.engine != "PL" or layer.kind != "dense":
+            layers.append(layer)
+            continue
+        a, cin, cout = layer.attrs, g.shapes[layer.inputs[0]][0], layer.shape[0]
+        k, st, terms = a["kernel"], a["stride"], weight_terms(a["weight_format"])
+        why = layer_limit("dense", cin, cout, k, st, 1, cfg, terms)
+        fits = [c for c in range(unit, cout, unit) if not layer_limit("dense", cin, c, k, st, 1,
+                                                                      cfg, terms)]  # fmt: skip
+        if why and not fits:
+            one = layer_limit("dense", cin, min(unit, cout), k, st, 1, cfg, terms)
+            _limit(g, layer, f"{why}; {min(unit, cout)} output channels at a time: {one}")
+        if not why or not fits:
+            layers.append(layer)
+            continue
+        n = -(-cout // max(fits))  # passes: as few as the largest run that fits allows
+        part = -(-cout // n)
+        part = -(-part // unit) * unit  # ... of equal runs, rounded up to whole channel groups
+        bounds = [(lo, min(lo + part, cout)) for lo in range(0, cout, part)]
+        names = [f"{layer.name}.oc{lo}-{hi}" for lo, hi in bounds]
+        assert not set(names) & set(g.shapes), f"pass names of {layer.name!r} collide"
+        for i, ((lo, hi), name) in enumerate(zip(bounds, names, strict=True)):
+            node = layer.node
+            tensors = {
+                key: v[lo:hi] if v.ndim and v.shape[0] == cout else v
+                for key, v in node.tensors.items()
+            }
+            sub = Node(name, "conv", list(node.inputs), {**node.attrs, "out_channels": hi - lo},
+                       node.quant, tensors)  # fmt: skip
+            shape = (hi - lo, *layer.shape[1:])
+            g.shapes[name], g.quants[name] = shape, layer.quant
+            note = f"output channels {lo}..{hi - 1} of {layer.name!r}, pass {i + 1}/{len(bounds)}"
+            layers.append(GLayer(name, "conv", "dense", list(layer.inputs), sub, shape, "PL",
+                                 f"{note} (all at once: {why})"))  # fmt: skip
+        join = Node(layer.name, "concat", names, {}, layer.quant)
+        layers.append(GLayer(layer.name, "concat", "concat", names, join, layer.shape, "CPU",
+                             "concat of the output-channel passes"))  # fmt: skip
+    g.layers = layers
 
 
 def choose_strips(g: Graph) -> None:
@@ -559,6 +618,7 @@ def emit(g: Graph) -> Plan:
 
 PASSES: list[tuple[str, Callable[[Graph], None]]] = [
     ("assign_engines", assign_engines),
+    ("split_output_channels", split_output_channels),
     ("choose_strips", choose_strips),
     ("fold_concats", fold_concats),
     ("allocate_memory", allocate_memory),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sim.reference import run_network
-from sim.reference.randnet import random_conv, random_network
+from sim.reference.randnet import conv_chain, random_conv, random_network
 from sw.accel_config import AccelConfig
 from sw.artifact import Artifact, Node, Output, Quant
 from sw.backends.emu import EmuBackend
@@ -74,29 +74,9 @@ def test_emu_equals_reference_pow2x2_dense(seed: int) -> None:
     _check_equal(art, cfg, rng)
 
 
-def _chain(rng: np.random.Generator, specs: list[dict], shape=(3, 12, 10), bits=8) -> Artifact:
-    """A straight network of conv nodes, the last one the output."""
-    inq = Quant(8, 0, float(np.float32(1 / 255)))
-    nodes: list[Node] = []
-    src, src_shape, src_q = "image", shape, inq
-    for i, spec in enumerate(specs):
-        spec = dict(spec)
-        spec.setdefault("out_bits", bits)
-        n = random_conv(rng, f"c{i}", src, src_shape, src_q, **spec)
-        nodes.append(n)
-        k, st, p = n.attrs["kernel"], n.attrs["stride"], n.attrs["pad"]
-        src_shape = (
-            n.attrs["out_channels"],
-            (src_shape[1] + 2 * p - k) // st + 1,
-            (src_shape[2] + 2 * p - k) // st + 1,
-        )
-        src, src_q = n.name, n.quant
-    return Artifact("chain", "image", shape, inq, nodes, [Output(src)])
-
-
 def test_binary_and_pow2_3bit_and_all_kernels() -> None:
     rng = np.random.default_rng(7)
-    art = _chain(
+    art = conv_chain(
         rng,
         [
             {"out_channels": 20, "kernel": 3, "stride": 2},
@@ -128,7 +108,7 @@ def test_binary_and_pow2_3bit_and_all_kernels() -> None:
 
 def test_strips_fit_the_buffers_and_are_balanced() -> None:
     rng = np.random.default_rng(3)
-    art = _chain(
+    art = conv_chain(
         rng,
         [
             {"out_channels": 48, "kernel": 3},
@@ -175,16 +155,19 @@ def test_resource_formulas_agree_with_the_rtl_parameters() -> None:
 
 def test_limits_fail_with_layer_and_limit_or_fall_back() -> None:
     rng = np.random.default_rng(5)
-    art = _chain(rng, [{"out_channels": 16, "kernel": 3}, {"out_channels": 64, "kernel": 3}])
+    # 3x3 64 -> 16: one group of 16 output channels needs 36 blocks (4608 bytes) on its own
+    art = conv_chain(rng, [{"out_channels": 64, "kernel": 1}, {"out_channels": 16, "kernel": 3}])
     cfg = AccelConfig(weight_buffer_bytes=4096)
-    with pytest.raises(CompileError, match=r"layer 'c1' .*weight_buffer_bytes = 4096") as e:
+    with pytest.raises(
+        CompileError, match=r"layer 'c1' .*4608 bytes.*16 output channels at a time"
+    ) as e:
         compile_model(art, cfg)
     assert "\n" not in str(e.value)
     plan = compile_model(art, cfg, cpu_fallback=True)
     assert [li.engine for li in plan.layers] == ["PL", "CPU"]
     _check_equal(art, cfg, rng, frames=1, cpu_fallback=True)
 
-    wide = _chain(
+    wide = conv_chain(
         rng, [{"out_channels": 8, "kernel": 3}, {"out_channels": 8, "kernel": 3}], shape=(300, 6, 6)
     )
     small = AccelConfig(lanes=4, max_strip=8, input_buffer_words=300)
@@ -304,14 +287,79 @@ def test_ddr_image_padding_and_descriptors() -> None:
 
 
 def test_max_channels_limit() -> None:
-    if not hasattr(AccelConfig(), "max_channels"):
-        pytest.skip("this AccelConfig has no max_channels field yet")
+    """More output channels than the constant buffer holds: a dense conv runs in passes (its
+    note gives the limit), a depthwise one is refused (its passes would need input slices)."""
     rng = np.random.default_rng(9)
-    art = _chain(rng, [{"out_channels": 40, "kernel": 1}])
+    art = conv_chain(rng, [{"out_channels": 40, "kernel": 1}])
     cfg = AccelConfig(lanes=8, max_channels=32)  # type: ignore[call-arg]
-    with pytest.raises(CompileError, match=r"layer 'c0' .*40 output channels > max_channels = 32"):
-        compile_model(art, cfg)
-    _check_equal(art, cfg, rng, frames=1, cpu_fallback=True)
+    plan = compile_model(art, cfg)
+    assert [li.name for li in plan.layers] == ["c0.oc0-32", "c0.oc32-40", "c0"]
+    assert "40 output channels > max_channels = 32" in plan.layers[0].note
+    _check_equal(art, cfg, rng, frames=1)
+    dw = conv_chain(rng, [{"out_channels": 40, "kernel": 1}, {"kernel": 3, "depthwise": True}])
+    with pytest.raises(CompileError, match=r"layer 'c1' .*40 output channels > max_channels = 32"):
+        compile_model(dw, cfg)
+    _check_equal(dw, cfg, rng, frames=1, cpu_fallback=True)
+
+
+@pytest.mark.parametrize("fmt", ["pow2", "pow2x2"])
+@pytest.mark.parametrize("cfg_index", range(len(CONFIGS)))
+def test_large_dense_conv_runs_in_output_channel_passes(fmt: str, cfg_index: int) -> None:
+    """The issue's case: a 3x3 128 -> 128 conv (73,728 bytes of 4-bit weights, twice that as
+    pow2x2) over a 64 KiB weight buffer runs on the PL in equal passes of whole channel groups,
+    their outputs side by side in the layer's buffer (no copy), bit-exact with the reference;
+    the next layer reads the joined tensor."""
+    cfg = CONFIGS[cfg_index]
+    seed = 40 + cfg_index
+    rng = np.random.default_rng(seed)
+    bits = 8 if fmt == "pow2x2" else 4
+    art = conv_chain(
+        rng,
+        [
+            {"out_channels": 128, "kernel": 1},
+            {"out_channels": 128, "kernel": 3, "weight_format": fmt, "weight_bits": bits},
+            {"out_channels": 24, "kernel": 1},
+        ],
+        shape=(3, 8, 6),
+    )
+    terms = 2 if fmt == "pow2x2" else 1
+    group = int(np.lcm(cfg.lanes, cfg.dense_out_lanes))
+    one = layer_limit("dense", 128, group, 3, 1, 1, cfg, terms)
+    if one:  # one channel group alone overflows a buffer: no pass can help, the error says so
+        assert "input_buffer_words" in one or "weight_buffer_bytes" in one
+        with pytest.raises(CompileError, match=rf"layer 'c1' .*{group} output channels at a"):
+            compile_model(art, cfg)
+        return
+    plan = compile_model(art, cfg)
+    passes = [li for li in plan.layers if li.name.startswith("c1.")]
+    whole = layer_limit("dense", 128, 128, 3, 1, 1, cfg, terms)
+    assert bool(whole) == (len(passes) > 1), f"{whole!r}, {[li.name for li in passes]}"
+    if passes:
+        assert all(li.engine == "PL" and "pass" in li.note for li in passes)
+        sizes = [li.out_shape[0] for li in passes]
+        assert sum(sizes) == 128 and all(c % group == 0 for c in sizes[:-1])
+        assert max(sizes) - min(sizes) <= group, f"passes not even: {sizes}"
+        assert plan.layers[[li.name for li in plan.layers].index("c1")].engine == "addr"
+    assert not [s for s in plan.steps if isinstance(s, CPUStep)], "nothing on the CPU"
+    _check_equal(art, cfg, rng)
+
+
+def test_output_channel_passes_on_an_odd_map_join_on_the_cpu() -> None:
+    """On a 9x7 map a pass of 3 channel groups does not start 64-byte aligned (3 x 63 x 16
+    bytes), so the passes cannot share the output buffer: the join is a CPU concat, still exact."""
+    rng = np.random.default_rng(44)
+    art = conv_chain(
+        rng,
+        [
+            {"out_channels": 128, "kernel": 1},
+            {"out_channels": 128, "kernel": 3, "weight_format": "pow2x2", "weight_bits": 8},
+        ],
+        shape=(3, 9, 7),
+    )
+    plan = compile_model(art, AccelConfig())
+    assert [li.engine for li in plan.layers] == ["PL", "PL", "PL", "PL", "CPU"]
+    assert [li.out_shape[0] for li in plan.layers[1:4]] == [48, 48, 32]
+    _check_equal(art, AccelConfig(), rng)
 
 
 def test_large_accumulators_take_the_float64_path_exactly() -> None:
@@ -321,7 +369,7 @@ def test_large_accumulators_take_the_float64_path_exactly() -> None:
     from sw import kernels
 
     rng = np.random.default_rng(21)
-    art = _chain(rng, [{"out_channels": 24, "kernel": 3},
+    art = conv_chain(rng, [{"out_channels": 24, "kernel": 3},
                        {"kernel": 3, "depthwise": True, "weight_format": "int", "weight_bits": 8},
                        {"out_channels": 16, "kernel": 1, "activation": "linear"}])  # fmt: skip
     for node in art.nodes:

@@ -33,7 +33,8 @@ def test_driver_runs_compiled_plans_on_the_rtl(monkeypatch: pytest.MonkeyPatch) 
 
 @cocotb.test()
 async def rtl_driver_plans(dut: object) -> None:
-    """Inside the simulator: two random networks, two frames each, then a corrupted program."""
+    """Inside the simulator: a conv in output-channel passes, two random networks, two frames
+    each, then a corrupted program."""
     import dataclasses
     import logging
 
@@ -41,7 +42,7 @@ async def rtl_driver_plans(dut: object) -> None:
     from cocotb.triggers import ClockCycles
 
     from sim.reference import run_network
-    from sim.reference.randnet import random_network
+    from sim.reference.randnet import conv_chain, random_network
     from sw.accel_config import DEFAULT_CONFIG
     from sw.backends.emu import EmuBackend
     from sw.backends.rtl import RtlTransport, run_plan_on_dut
@@ -56,6 +57,15 @@ async def rtl_driver_plans(dut: object) -> None:
     logging.getLogger("cocotb.pow2det_accel").setLevel(logging.WARNING)
     transport = RtlTransport(dut, ram_size=1 << 22)
     rng = np.random.default_rng(SEED)
+    # A 3x3 128 -> 128 conv: 73,728 bytes of weights over the 64 KiB buffer, two
+    # output-channel passes writing side by side into one buffer.
+    big = conv_chain(rng, [{"out_channels": 128, "kernel": 1}, {"out_channels": 128, "kernel": 3},
+                           {"out_channels": 16, "kernel": 1}], shape=(3, 8, 6))  # fmt: skip
+    plan = compile_model(big, DEFAULT_CONFIG)
+    assert [li.name for li in plan.layers][1:4] == ["c1.oc0-64", "c1.oc64-128", "c1"]
+    img = rng.integers(0, 256, (3, 8, 6)).astype(np.uint8)
+    (out,) = await run_plan_on_dut(dut, plan, [img], transport=transport)
+    assert np.array_equal(out["c2"], run_network(big, img)["c2"]), "RTL != reference (passes)"
     for size, dw, dense in [((16, 12), "int", "pow2"), ((13, 18), "pow2", "pow2x2")]:
         art = random_network(rng, *size, act_bits=int(rng.choice([4, 8])), depthwise_format=dw,
                              dense_format=dense)  # fmt: skip
