@@ -16,7 +16,9 @@ Measured side by side in one run, on TUD-Stadtmitte frames (640x480), at the mod
 * ``emu_vs_torch_float_ratio``: milliseconds per frame of the ``emu`` backend (the functional
   model of the accelerator, NumPy) over float PyTorch inference of the same darknet network
   (``models/darknet/``, cfg + weights), both on one CPU thread, alternating frame by frame;
-  medians. > 1 means emu is slower.
+  medians. > 1 means emu is slower. ``emu_vs_opencv_float_ratio``: the same against OpenCV's
+  DNN module running the darknet cfg + weights in float (one thread, in the same rotation);
+  target <= 2.
 * ``peak_rss_mb``, ``rss_growth_fraction`` and ``threads_after_exit``: the real command
   (``sw.app.main``, what ``shiftdet detect`` runs) in its own process on the 640x480 clip
   looped to ``--rss-frames`` (6,000) frames, with every output on (mp4, JSON lines, report):
@@ -262,31 +264,47 @@ def run_pipeline(
     return res
 
 
-def bench_emu_vs_torch(backend: EmuBackend, frames: list[np.ndarray], size: int,
-                       n: int) -> tuple[float, float]:  # fmt: skip
-    """Median ms per frame of the emu backend and of float torch (darknet cfg + weights), one
-    thread each, frame by frame alternately so that load changes hit both alike."""
+def bench_emu_vs_float(backend: EmuBackend, frames: list[np.ndarray], size: int,
+                       n: int) -> tuple[float, float, float]:  # fmt: skip
+    """Median ms per frame of the emu backend, of float torch and of OpenCV's DNN module (both
+    on the darknet cfg + weights), one thread each, frame by frame in turn so that load changes
+    hit all three alike."""
+    import cv2
     import torch
 
     from models.darknet import Darknet
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     d = data_dir()
     model = Darknet.from_files(d / CFG, d / WEIGHTS).eval()
+    net = cv2.dnn.readNetFromDarknet(str(d / CFG), str(d / WEIGHTS))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    heads = net.getUnconnectedOutLayersNames()
     rgbs = [letterbox(f, size, size)[0] for f in frames[:n]]
-    emu_t, torch_t = [], []
+
+    def opencv(rgb: np.ndarray) -> None:
+        net.setInput(cv2.dnn.blobFromImage(rgb, 1 / 255))  # already RGB, already letterboxed
+        net.forward(heads)
+
+    emu_t, torch_t, cv_t = [], [], []
     with torch.inference_mode():
         model(torch.zeros(1, 3, size, size))  # warm-up
         backend.run(rgbs[0], hwc=True)
+        opencv(rgbs[0])
         for rgb in rgbs:
             t0 = time.perf_counter()
             backend.run(rgb, hwc=True)
             t1 = time.perf_counter()
             model(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
             t2 = time.perf_counter()
+            opencv(rgb)
+            t3 = time.perf_counter()
             emu_t.append(t1 - t0)
             torch_t.append(t2 - t1)
-    return 1e3 * float(np.median(emu_t)), 1e3 * float(np.median(torch_t))
+            cv_t.append(t3 - t2)
+    return tuple(1e3 * float(np.median(t)) for t in (emu_t, torch_t, cv_t))  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
               f"peak {peak} MB ({rep['fps']} fps); threads after exit {threads_after}",
               flush=True)  # fmt: skip
 
-    emu_ms, torch_ms = bench_emu_vs_torch(backend, frames, size, args.torch_frames)
-    print(f"emu {emu_ms:.1f} ms/frame vs torch float {torch_ms:.1f} ms/frame", flush=True)
+    emu_ms, torch_ms, cv_ms = bench_emu_vs_float(backend, frames, size, args.torch_frames)
+    print(f"emu {emu_ms:.1f} ms/frame vs torch float {torch_ms:.1f}, OpenCV DNN float "
+          f"{cv_ms:.1f} ms/frame", flush=True)  # fmt: skip
 
     out = {
         "cpu_stages_ms": cpu["ms"],
@@ -410,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         "emu_vs_torch_float_ratio": round(emu_ms / torch_ms, 3),
         "emu_ms_per_frame": round(emu_ms, 3),
         "torch_float_ms_per_frame": round(torch_ms, 3),
+        "emu_vs_opencv_float_ratio": round(emu_ms / cv_ms, 3),
+        "emu_vs_opencv_float_target": 2.0,
+        "opencv_float_ms_per_frame": round(cv_ms, 3),
         "peak_rss_mb": peak,
         "rss_mb_after_500": rss500,
         "rss_mb_end": rss_end,

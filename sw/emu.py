@@ -12,10 +12,13 @@ What it deliberately does not model: timing (PERF counters come from the contrac
 docs/arithmetic.md proves equal to the whole-layer result; the strip width is still checked
 against the build (ERROR 3/4), exactly where the RTL would refuse it.
 
-Padding lanes: the RTL computes whole L-lane words. Padded output channels have zero weights and
-zero channel records, so they come out as ``z_out``; padded input lanes hold ``z_in`` and meet zero
-codes. The model computes the real channels and writes ``z_out`` into the padding lanes, which is
-the same bytes for every plan that follows the layout rules (the compiler tests check those).
+Layout and padding lanes: the model computes on the channel-blocked words where they lie in the
+image ((G, H, W, L) views; a depthwise conv and the residual add need no reordering at all, a
+dense conv one channels-last gather when its input has several groups), and like the RTL it
+computes every lane of every word: padded output channels have zero weights and zero channel
+records, so they come out as ``z_out``; padded input lanes hold ``z_in`` and meet zero codes.
+Output lanes past the dense engine's output groups (``dense_out_lanes`` not dividing the
+lanes) are not computed by the RTL either and are written as ``z_out``.
 """
 
 from __future__ import annotations
@@ -92,14 +95,19 @@ class DeviceFault(Exception):
 
 @dataclass
 class _Weights:
-    v: np.ndarray  # decoded integer weights, real channels: (Cout, Cin or 1, k, k)
+    """A conv's weights and records as the emulator computes with them: every lane of every
+    channel group (the RTL computes whole words), in the accumulator's dtype.
+
+    dense: ``taps`` (k*k, Gi*L, Go*L), constants (Go*L,); depthwise: ``taps`` (k*k, G, 1, 1, L),
+    constants (G, 1, 1, L). Output lanes the dense engine does not compute (past its
+    ``dense_out_lanes`` groups) get zero multipliers, so they come out as z_out."""
+
+    taps: np.ndarray
     bias: np.ndarray
     m_pos: np.ndarray
     m_neg: np.ndarray
     shift: np.ndarray
     span: tuple[int, int]  # image offsets they were read from, for invalidation
-    in_ch: np.ndarray  # input lanes that meet a nonzero weight (real channels at least)
-    out_ch: np.ndarray  # output lanes computed (real channels, and padded ones with M != 0)
 
 
 class EmuDevice:
@@ -253,27 +261,11 @@ class EmuDevice:
         if any(a % ALIGN for a in addrs):
             raise DeviceFault(ERR_AXI, "address not 64-byte aligned")
 
-    def _tensor(self, addr: int, c: int, h: int, w: int) -> np.ndarray:
-        """All G*L lanes of a tensor as (G*L, H, W), padding lanes included."""
+    def _blocked(self, addr: int, c: int, h: int, w: int) -> np.ndarray:
+        """A tensor's words as (G, H, W, L), padding lanes included: a view of the image."""
         lanes = self.cfg.lanes
         g = groups(c, lanes)
-        raw = self.mem[self._span(addr, g * h * w * lanes)].reshape(g, h, w, lanes)
-        return raw.transpose(0, 3, 1, 2).reshape(g * lanes, h, w)
-
-    def _store(self, addr: int, q: np.ndarray, channels: np.ndarray, zero: int) -> None:
-        """Write computed ``channels`` (rows of ``q``); every other lane of the words is
-        ``zero``, which is what the RTL computes there from zero weights and records."""
-        lanes = self.cfg.lanes
-        n, h, w = q.shape
-        c = int(channels[-1]) + 1
-        g = groups(c, lanes)
-        out = self.mem[self._span(addr, g * h * w * lanes)].reshape(g, h, w, lanes)
-        if n == g * lanes:  # the usual case: every lane computed, one transposing copy
-            out[:] = q.reshape(g, lanes, h, w).transpose(0, 2, 3, 1)
-            return
-        full = np.full((g * lanes, h, w), zero, dtype=np.uint8)
-        full[channels] = q
-        out[:] = full.reshape(g, lanes, h, w).transpose(0, 2, 3, 1)
+        return self.mem[self._span(addr, g * h * w * lanes)].reshape(g, h, w, lanes)
 
     def _weights(self, d: Descriptor) -> _Weights:
         """Decode the layer's packed weights and records from DDR, padding included (cached)."""
@@ -298,64 +290,56 @@ class EmuDevice:
             codes = unpack_codes(self.mem[w_at], d.weight_bits, g * k * k * lanes)
             codes = codes.reshape(g, k, k, lanes).transpose(0, 3, 1, 2).reshape(-1, 1, k, k)
         v = decode_codes(codes, WEIGHT_FORMAT_NAMES[d.weight_format], d.weight_bits)
+        lanes = cfg.lanes
+        n_out = groups(cout, lanes) * lanes  # the output lanes written to DDR
         n_rec = groups(cout, record_lanes(kind, cfg)) * record_lanes(kind, cfg)
         c_at = self._span(d.const_addr, n_rec * 16)
-        rec = self.mem[c_at].copy().view(CHANNEL_RECORD)
-        # Padded lanes the RTL computes: an output channel with a zero multiplier yields z_out
-        # whatever its accumulator, and an input lane whose weights are all zero adds nothing
-        # whatever it holds; every other lane is computed, so a padding lane that breaks the
-        # layout rules (say a binary weight, +1, meeting a padding lane that is not z_in) gives
-        # the same wrong answer here as in the RTL.
-        n_out = min(v.shape[0], groups(cout, cfg.lanes) * cfg.lanes)
-        idx = np.arange(n_out)
-        used_out = (idx < cout) | (rec["m_pos"][:n_out] != 0) | (rec["m_neg"][:n_out] != 0)
-        out_ch = idx[used_out]
-        if kind == "dense":
-            nz_in = (v[out_ch] != 0).any(axis=(0, 2, 3))
-            in_ch = np.flatnonzero((np.arange(v.shape[1]) < cin) | nz_in)
-            v = v[out_ch][:, in_ch]
-        else:
-            in_ch = out_ch
-            v = v[out_ch]
-        r = rec[out_ch]
-        w = _Weights(
-            v,
-            r["bias"].copy(),
-            r["m_pos"].copy(),
-            r["m_neg"].copy(),
-            r["shift"].copy(),
-            (min(w_at.start, c_at.start), max(w_at.stop, c_at.stop)),
-            in_ch,
-            out_ch,
-        )
+        rec = self.mem[c_at].copy().view(CHANNEL_RECORD)[:n_out]
+        m_pos, m_neg = rec["m_pos"].copy(), rec["m_neg"].copy()
+        if v.shape[0] < n_out:  # lanes past the dense engine's output groups: not computed
+            m_pos[v.shape[0] :] = m_neg[v.shape[0] :] = 0
+            v = np.concatenate([v, np.zeros((n_out - v.shape[0], *v.shape[1:]), v.dtype)])
+        v = v[:n_out]
+        dt = kernels.acc_dtype(rec["bias"], v, max(d.z_in, 255 - d.z_in))
+        wo = d.out_width
+        # Constants tiled along an output row (Wo x the channels of a pixel): the element-wise
+        # passes then run over whole rows, not over one pixel's few channels at a time.
+        consts = [np.tile(c, wo) for c in (rec["bias"].astype(dt), m_pos, m_neg, rec["shift"])]
+        if kind == "dense":  # (k*k, Cin lanes, Cout lanes): one matmul operand per tap
+            taps = v.transpose(2, 3, 1, 0).reshape(k * k, v.shape[1], n_out)
+            consts[0] = rec["bias"].astype(dt)  # added to (pixels, Cout): untiled
+        else:  # (k*k, G, 1, Wo*L): each group's L lanes, tiled along the row
+            g = n_out // lanes
+            taps = np.tile(v[:, 0].transpose(1, 2, 0).reshape(k * k, g, 1, lanes), wo)
+            consts = [
+                c.reshape(wo, g, lanes).transpose(1, 0, 2).reshape(g, 1, wo * lanes) for c in consts
+            ]
+        span = (min(w_at.start, c_at.start), max(w_at.stop, c_at.stop))
+        w = _Weights(np.ascontiguousarray(taps, dtype=dt), *consts, span)
         self._cache[key] = w
         return w
 
     def execute(self, d: Descriptor) -> None:
-        """Run one layer on the DDR image."""
+        """Run one layer on the DDR image, in its channel-blocked words (no reordering but the
+        one a dense conv needs when its input or output has several channel groups)."""
         self.check(d)
-        out_bits = d.out_bits
-        x = self._tensor(d.in_addr, d.in_channels, d.in_height, d.in_width)
+        x = self._blocked(d.in_addr, d.in_channels, d.in_height, d.in_width)
+        out = self._blocked(d.out_addr, d.out_channels, d.out_height, d.out_width)
         if d.op == OP_ADD:  # element-wise: all lanes, padding included, as the RTL does
-            y = self._tensor(d.weight_addr, d.in_channels, d.in_height, d.in_width)
-            out = kernels.add(
-                x,
-                d.z_in,
-                y,
-                d.z_in2,
-                d.m_a,
-                d.m_b,
-                d.shift,
-                d.z_out,
-                out_bits,
-                relu=bool(d.add_relu),
-            )
-            self._store(d.out_addr, out, np.arange(out.shape[0]), d.z_out)
+            y = self._blocked(d.weight_addr, d.in_channels, d.in_height, d.in_width)
+            out[:] = kernels.add(x, d.z_in, y, d.z_in2, d.m_a, d.m_b, d.shift, d.z_out,
+                                 d.out_bits, relu=bool(d.add_relu))  # fmt: skip
             return
         w = self._weights(d)
-        if w.in_ch.size < x.shape[0]:
-            x = x[w.in_ch] if w.in_ch[-1] + 1 != w.in_ch.size else x[: w.in_ch.size]
-        conv = kernels.conv_dense if d.op == OP_DENSE else kernels.conv_depthwise
-        acc = conv(x, d.z_in, w.v, w.bias, d.stride, d.pad)
-        out = kernels.requantize(acc, w.m_pos, w.m_neg, w.shift, d.z_out, out_bits)
-        self._store(d.out_addr, out, w.out_ch, d.z_out)
+        go, ho, wo, lanes = out.shape
+        if d.op == OP_DEPTHWISE:
+            acc = kernels.conv_depthwise_blocked(x, d.z_in, w.taps, w.bias, d.stride, d.pad)
+            q = kernels.requantize_bc(acc, w.m_pos, w.m_neg, w.shift, d.z_out, d.out_bits)
+            out[:] = q.reshape(go, ho, wo, lanes)
+            return
+        gi, h, wi, _ = x.shape
+        hwc = x[0] if gi == 1 else x.transpose(1, 2, 0, 3).reshape(h, wi, gi * lanes)
+        acc = kernels.conv_dense_hwc(hwc, d.z_in, w.taps, w.bias, d.stride, d.pad)
+        q = kernels.requantize_bc(acc.reshape(ho, wo * go * lanes), w.m_pos, w.m_neg, w.shift,
+                                  d.z_out, d.out_bits)  # fmt: skip
+        out[:] = q.reshape(ho, wo, go, lanes).transpose(2, 0, 1, 3)

@@ -105,6 +105,71 @@ def conv_depthwise(
     return acc
 
 
+def conv_dense_hwc(
+    x: np.ndarray, z_in: int, taps: np.ndarray, bias: np.ndarray, stride: int, pad: int
+) -> np.ndarray:
+    """A dense conv's accumulator on channels-last codes: ``x`` (H, W, Cin), ``taps``
+    (k*k, Cin, Cout) integer weights in the accumulator's dtype (``acc_dtype``), ``bias``
+    (Cout,); returns (Ho*Wo, Cout). The same sums as :func:`conv_dense` (exact for the same
+    reason, in any order); channels last, because the accelerator's DDR words are channels
+    last and the emulator then needs no transposing copy when a layer has one channel group."""
+    h, w, cin = x.shape
+    k = int(round(np.sqrt(taps.shape[0])))
+    dt = taps.dtype
+    ho, wo = conv_out_size(h, w, k, stride, pad)
+    if pad == 0:
+        d = x.astype(dt)
+        d -= z_in
+    else:
+        d = np.zeros((h + 2 * pad, w + 2 * pad, cin), dtype=dt)
+        inner = d[pad : pad + h, pad : pad + w]
+        inner[...] = x
+        inner -= z_in
+    if k == 1 and stride == 1:
+        acc = d.reshape(h * w, cin) @ taps[0]
+        acc += bias
+        return acc
+    acc = np.empty((ho * wo, taps.shape[2]), dtype=dt)
+    acc[:] = bias
+    for u in range(k):
+        for t in range(k):
+            tap = d[u : u + stride * (ho - 1) + 1 : stride, t : t + stride * (wo - 1) + 1 : stride]
+            acc += np.ascontiguousarray(tap).reshape(ho * wo, cin) @ taps[u * k + t]
+    return acc
+
+
+def conv_depthwise_blocked(
+    x: np.ndarray, z_in: int, taps: np.ndarray, bias: np.ndarray, stride: int, pad: int
+) -> np.ndarray:
+    """A depthwise conv's accumulator on the DDR layout itself: ``x`` (G, H, W, L) codes,
+    ``taps`` (k*k, G, 1, Wo*L) weights in the accumulator's dtype and ``bias`` (G, 1, Wo*L),
+    both tiled along an output row; returns (G, Ho, Wo*L).
+
+    Channel ``g*L + l`` reads lane ``l`` of group ``g`` alone, so the blocked words need no
+    reordering; with the weights tiled along the row, every multiply-add runs over whole
+    output rows (Wo*L contiguous values) instead of L-lane pieces."""
+    g, h, w, lanes = x.shape
+    k = int(round(np.sqrt(taps.shape[0])))
+    dt = taps.dtype
+    ho, wo = conv_out_size(h, w, k, stride, pad)
+    assert taps.shape[-1] == wo * lanes, "taps not tiled for this output width"
+    d = np.zeros((g, h + 2 * pad, w + 2 * pad, lanes), dtype=dt)
+    inner = d[:, pad : pad + h, pad : pad + w]
+    inner[...] = x
+    inner -= z_in
+    acc = np.empty((g, ho, wo * lanes), dtype=dt)
+    acc[:] = bias
+    tmp = np.empty_like(acc)
+    rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    for u in range(k):
+        for t in range(k):
+            tap = d[:, u : u + rows : stride, t : t + cols : stride]
+            # a view for stride 1 (a row's Wo*L values are contiguous), a copy for stride 2
+            np.multiply(tap.reshape(g, ho, wo * lanes), taps[u * k + t], out=tmp)
+            acc += tmp
+    return acc
+
+
 def requantize(
     acc: np.ndarray,
     m_pos: np.ndarray,
@@ -113,29 +178,53 @@ def requantize(
     z_out: int,
     bits_out: int,
 ) -> np.ndarray:
-    """Section 5 on an accumulator of exact integers, computed in float64, exactly.
+    """Section 5 on a (C, ...) accumulator of exact integers, per-channel constants (C,)."""
+    bc = (slice(None),) + (None,) * (acc.ndim - 1)
+    return requantize_bc(acc, m_pos[bc], m_neg[bc], shift[bc], z_out, bits_out)
+
+
+# Largest shift for which z_out can be added before the floor: see requantize_bc.
+FUSED_ZERO_POINT_MAX_SHIFT = 44
+
+
+def requantize_bc(
+    acc: np.ndarray,
+    m_pos: np.ndarray,
+    m_neg: np.ndarray,
+    shift: np.ndarray,
+    z_out: int,
+    bits_out: int,
+) -> np.ndarray:
+    """Section 5 in float64, exactly, with constants already shaped to broadcast against
+    ``acc`` (channels first, last, or blocked (G, 1, 1, L) as the emulator keeps them).
 
     ``acc * (M * 2^-S)`` is exact: ``M * 2^-S`` is representable, and the true product
-    ``acc * M * 2^-S`` has at most 47 significant bits (``|acc * M| < 2^47``). Adding the
+    ``P * 2^-S`` (``P = acc * M``, ``|P| < 2^47``) has at most 47 significant bits. Adding the
     rounding half keeps it within 48 bits, so ``floor`` gives ``round_shift(P, S)`` exactly for
-    every shift 0..47. The zero point is added after the floor: adding it before would need up
-    to ``8 + S`` fractional-plus-integer bits, more than float64's 53 when ``S > 45``.
+    every shift 0..47. When every shift is <= 44 the zero point goes in with the half: the sum
+    ``(P + (2 z_out + 1) 2^(S-1)) / 2^S`` has a numerator below ``2^48`` and at most 44 fraction
+    bits, so it is exact too (53 bits); clamping it to ``[0, qmax]`` and truncating (it is then
+    >= 0) is the floor, clamped - one pass less. Larger shifts add the zero point after the
+    floor, where it needs no fraction bits.
     """
-    bc = (slice(None),) + (None,) * (acc.ndim - 1)
     s = shift.astype(np.int64)
-    mp = np.ldexp(m_pos.astype(np.float64), -s)[bc]
-    half = np.where(s > 0, 0.5, 0.0)[bc]
+    mp = np.ldexp(m_pos.astype(np.float64), -s)
+    half = np.where(s > 0, 0.5, 0.0)
     if np.array_equal(m_pos, m_neg):
         r = np.multiply(acc, mp, dtype=np.float64)
     else:
-        mn = np.ldexp(m_neg.astype(np.float64), -s)[bc]
-        r = np.where(acc >= 0, mp, mn)
+        r = np.where(acc >= 0, mp, np.ldexp(m_neg.astype(np.float64), -s))
         r *= acc
+    qmax = (1 << bits_out) - 1
+    if s.max(initial=0) <= FUSED_ZERO_POINT_MAX_SHIFT:
+        r += z_out + half
+        np.clip(r, 0, qmax, out=r)
+        return r.astype(np.uint8)
     r += half
     np.floor(r, out=r)
     # Clamp round_shift(P, S) to [-z_out, qmax - z_out], then add z_out while casting: one pass
     # less over the float64 array, and the sum is an exact small integer either way.
-    np.clip(r, -z_out, (1 << bits_out) - 1 - z_out, out=r)
+    np.clip(r, -z_out, qmax - z_out, out=r)
     out = np.empty(r.shape, dtype=np.uint8)
     np.add(r, z_out, out=out, casting="unsafe")
     return out

@@ -52,10 +52,14 @@ def test_reference_requantize_ties() -> None:
     assert np.array_equal(got.reshape(-1), ties.expected(Z_OUT, BITS)), f"seed {SEED}"
 
 
+@pytest.mark.parametrize("max_shift", [kernels.FUSED_ZERO_POINT_MAX_SHIFT, 47])
 @pytest.mark.parametrize("same_m", [True, False])
-def test_emulator_requantize_ties(same_m: bool) -> None:
-    """Both of the kernel's paths: one multiplier for both signs (linear) or two (leaky)."""
+def test_emulator_requantize_ties(same_m: bool, max_shift: int) -> None:
+    """Every path of the kernel: one multiplier for both signs (linear) or two (leaky), and
+    shifts that let the zero point go in before the floor (<= 44) or not."""
     ties = conv_ties(np.random.default_rng(SEED))
+    keep = ties.shift <= max_shift
+    ties = type(ties)(ties.acc[keep], ties.m[keep], ties.shift[keep])
     m = ties.m.astype(np.uint16)
     pos = ties.acc >= 0
     m_pos = m if same_m else np.where(pos, m, m // 2 + 1).astype(np.uint16)
