@@ -12,8 +12,9 @@ image shared between the two processes (no copies through the pipe).
     with FastRtlBackend(plan) as be:      # builds once per configuration, then reuses
         outputs = be.run(image)           # {node: codes}; be.cycles: simulated cycles
 
-The memory answers every read burst ``read_latency`` cycles after its address and then one beat
-per cycle (it never stalls otherwise); ``make test-slow`` and ``bench/accelerator.py`` use it.
+The memory answers every read burst ``latency`` cycles after its address, then moves up to one
+beat per cycle each way; ``shared_beats_per_cycle`` (> 0) caps reads and writes together, as a
+DDR shared by both directions does. ``make test-slow`` and ``bench/accelerator.py`` use it.
 """
 
 from __future__ import annotations
@@ -47,19 +48,18 @@ def _verilator() -> str:
     return str(exe) if exe.exists() else "verilator"
 
 
-def build(cfg: AccelConfig = DEFAULT_CONFIG, read_latency: int = 2) -> Path:
-    """The harness executable for ``cfg`` (cached by a hash of the Verilog, the harness source
-    and the memory latency)."""
+def build(cfg: AccelConfig = DEFAULT_CONFIG) -> Path:
+    """The harness executable for ``cfg`` (cached by a hash of the Verilog and the harness)."""
     cfg_json = json.dumps(cfg.as_dict(), sort_keys=True)
     vdir = BUILD / "verilog" / hashlib.sha256(cfg_json.encode()).hexdigest()[:12]
     vfile = generate(cfg, vdir / f"{TOP}.v")
-    h = hashlib.sha256(vfile.read_bytes() + HARNESS.read_bytes() + str(read_latency).encode())
+    h = hashlib.sha256(vfile.read_bytes() + HARNESS.read_bytes())
     bdir = BUILD / f"harness_{h.hexdigest()[:12]}"
     exe = bdir / "harness"
     if exe.exists():
         return exe
     bdir.mkdir(parents=True, exist_ok=True)
-    flags = f"-O2 -DDATA_BITS={8 * cfg.lanes} -DREAD_LATENCY={read_latency}"
+    flags = f"-O2 -DDATA_BITS={8 * cfg.lanes}"
     cmd = [_verilator(), "--cc", "--exe", "--build", "-j", os.environ.get("BUILD_JOBS", "2"),
            *VERILATOR_ARGS, "--top-module", TOP, "--Mdir", str(bdir / "obj"), "-o", str(exe),
            "-CFLAGS", flags, str(vfile), str(HARNESS)]  # fmt: skip
@@ -73,7 +73,9 @@ def build(cfg: AccelConfig = DEFAULT_CONFIG, read_latency: int = 2) -> Path:
 class FastRtlTransport:
     """Registers over the harness's pipe, DDR as a memory-mapped file both processes share."""
 
-    def __init__(self, exe: Path, mem_size: int) -> None:
+    def __init__(
+        self, exe: Path, mem_size: int, latency: int = 2, shared_beats_per_cycle: float = 0.0
+    ) -> None:
         self.size = mem_size
         self._file = tempfile.NamedTemporaryFile(prefix="fast-rtl-", suffix=".ddr")  # noqa: SIM115
         self._file.truncate(mem_size)
@@ -81,7 +83,8 @@ class FastRtlTransport:
         self.mem = np.memmap(self._file.name, dtype=np.uint8, mode="r+", shape=(mem_size,))
         self.cycles = 0
         self._proc = subprocess.Popen(
-            [str(exe), self._file.name, str(mem_size)],
+            [str(exe), self._file.name, str(mem_size), str(latency),
+             repr(float(shared_beats_per_cycle))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             bufsize=1,
         )  # fmt: skip
@@ -148,11 +151,17 @@ class FastRtlBackend(Backend):
 
     name = "rtl-fast"
 
-    def __init__(self, plan: Plan, timeout_s: float = 0.5, read_latency: int = 2) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        timeout_s: float = 0.5,
+        latency: int = 2,
+        shared_beats_per_cycle: float = 0.0,
+    ) -> None:
         if plan.base != 0:
             plan = plan.rebase(0)
         size = 1 << max(20, (plan.size - 1).bit_length())
-        self.transport = FastRtlTransport(build(plan.cfg, read_latency), size)
+        self.transport = FastRtlTransport(build(plan.cfg), size, latency, shared_beats_per_cycle)
         super().__init__(plan, self.transport, timeout_s=timeout_s)
 
     @property

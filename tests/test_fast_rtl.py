@@ -60,6 +60,39 @@ def test_networks_bit_exact_through_the_driver() -> None:
             assert be.cycles > perf["total"] > 0
 
 
+# (latency in cycles, reads + writes in beats per cycle, 0 = no shared cap): the Ultra96-V2
+# figure of bench/accelerator.py (80 % of 4.26 GB/s at 200 MHz in 16-byte beats) at a short and
+# a long latency, and the long latency alone. A much tighter cap (0.6 beats/cycle) is 6 % off
+# today (the model lets weight loading run at the port's rate, above the shared cap): measured
+# by bench/accelerator.py, not asserted here.
+MEMORIES = [(2, 1.07), (40, 1.07), (40, 0.0)]
+
+
+@pytest.mark.timeout(1800)
+def test_cycle_model_under_memory_limits() -> None:
+    """The cycle model's total against the RTL's PERF_TOTAL on a whole real network (the
+    committed mixed-precision Yolo-Fastest at 128x128: its real layers, fewer pixels) when the
+    memory has latency and reads and writes share a bandwidth cap: within 3 %."""
+    from sw import artifact
+    from sw.contract.cycles import MemoryModel
+
+    path = REPO / "models" / "artifacts" / "yolo-fastest-voc-w4a8-mixed-qat.npz"
+    if not path.exists():
+        pytest.skip(f"no {path.name}")
+    art = artifact.with_input_size(artifact.load(path), 128, 128)
+    plan = compile_model(art, DEFAULT_CONFIG)
+    image = np.random.default_rng(SEED).integers(0, 256, art.input_shape).astype(np.uint8)
+    for latency, shared in MEMORIES:
+        mem = MemoryModel(1.0, 1.0, shared or float("inf"), latency)
+        model = sum(cycles.layer_cycles(d.as_dict(), plan.cfg, mem).total for d in plan.descriptors)
+        with fast_rtl.FastRtlBackend(plan, latency=latency, shared_beats_per_cycle=shared) as be:
+            be.run(image)
+            rtl = be.stats.perf["total"]
+        assert abs(model - rtl) <= 0.03 * rtl, (
+            f"latency {latency}, {shared} beats/cycle: model {model} vs RTL {rtl} cycles"
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_frame_512(data_dir: Path) -> None:

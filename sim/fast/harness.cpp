@@ -8,19 +8,23 @@
 //   cycles               cycles since reset                 -> "<cycles>"
 //   q                    quit
 //
-// Numbers are decimal. The memory model: reads are answered in order, the first beat of a burst
-// READ_LATENCY cycles after its address was accepted, one beat per cycle after that (up to
-// MAX_READS addresses outstanding); writes take one beat per cycle and answer B the cycle after
-// the last beat. Signals are sampled before each rising edge and driven after it, as a
-// synchronous slave does, so every valid/ready handshake happens on the edge it would in RTL.
+// Numbers are decimal. The memory model (arguments 3 and 4): reads are answered in order, the
+// first beat of a burst LATENCY cycles after its address was accepted, then up to one beat per
+// cycle (up to MAX_READS addresses outstanding); writes take up to one beat per cycle and answer
+// B the cycle after the last beat. SHARED caps reads + writes together, in beats per cycle (a
+// DDR shared by both directions): a token bucket gains SHARED each cycle (holding at most 2),
+// every beat spends one, and when both directions wait they take turns. 0 = no shared cap.
+// Signals are sampled before each rising edge and driven after it, as a synchronous slave
+// does, so every valid/ready handshake happens on the edge it would in RTL.
 //
-// Built by sim/fast_rtl.py with -DDATA_BITS=<8 x lanes> -DREAD_LATENCY=<n>.
+// Built by sim/fast_rtl.py with -DDATA_BITS=<8 x lanes>.
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -35,9 +39,6 @@
 
 #ifndef DATA_BITS
 #error "DATA_BITS (the AXI data width) must be defined"
-#endif
-#ifndef READ_LATENCY
-#define READ_LATENCY 2
 #endif
 #ifndef MAX_READS
 #define MAX_READS 8
@@ -54,7 +55,8 @@ struct Burst {
 
 class Harness {
   public:
-    Harness(const char* mem_path, uint64_t mem_size) : size_(mem_size) {
+    Harness(const char* mem_path, uint64_t mem_size, unsigned latency, double shared)
+        : size_(mem_size), latency_(latency), shared_(shared) {
         int fd = open(mem_path, O_RDWR);
         if (fd < 0) die("cannot open the memory file");
         mem_ = static_cast<uint8_t*>(mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
@@ -146,7 +148,18 @@ class Harness {
         t->s_axi_control_arvalid = lite_ar_;
         t->s_axi_control_araddr = lite_araddr_;
         t->s_axi_control_rready = lite_rready_;
-        bool r_out = !reads_.empty() && reads_.front().ready_at <= cycles_;
+        // The shared budget: with one beat's worth, one direction goes (alternating when both
+        // want it); with two, both.
+        bool r_want = !reads_.empty() && reads_.front().ready_at <= cycles_;
+        bool w_may = aw_open_;
+        if (shared_ > 0) {
+            if (tokens_ < 1.0) {
+                r_want = w_may = false;
+            } else if (tokens_ < 2.0 && r_want && w_may) {
+                (turn_ ? w_may : r_want) = false;
+            }
+        }
+        bool r_out = r_want;
         if (r_out) set_rdata(at(reads_.front().addr, BEAT));
         t->m_axi_gmem_rvalid = r_out;
         t->m_axi_gmem_rlast = r_out && reads_.front().beats == 1;
@@ -154,7 +167,7 @@ class Harness {
         t->m_axi_gmem_rresp = 0;
         t->m_axi_gmem_arready = reads_.size() < MAX_READS;
         t->m_axi_gmem_awready = !aw_open_;
-        t->m_axi_gmem_wready = aw_open_;
+        t->m_axi_gmem_wready = w_may;
         t->m_axi_gmem_bvalid = !bresp_.empty();
         t->m_axi_gmem_bid = bresp_.empty() ? 0 : bresp_.front();
         t->m_axi_gmem_bresp = 0;
@@ -167,7 +180,7 @@ class Harness {
         bool w = t->m_axi_gmem_wvalid && t->m_axi_gmem_wready;
         bool b = t->m_axi_gmem_bvalid && t->m_axi_gmem_bready;
         Burst rq{t->m_axi_gmem_araddr, static_cast<unsigned>(t->m_axi_gmem_arlen) + 1u,
-                 static_cast<unsigned>(t->m_axi_gmem_arid), cycles_ + 1 + READ_LATENCY};
+                 static_cast<unsigned>(t->m_axi_gmem_arid), cycles_ + 1 + latency_};
         uint64_t awaddr = t->m_axi_gmem_awaddr;
         unsigned awid = t->m_axi_gmem_awid;
         bool wlast = t->m_axi_gmem_wlast;
@@ -183,6 +196,11 @@ class Harness {
         t->eval();
         ++cycles_;
         // -- the memory's state after the edge
+        if (shared_ > 0) {
+            tokens_ -= (r ? 1.0 : 0.0) + (w ? 1.0 : 0.0);
+            if (r != w) turn_ = w;  // the direction that waited goes first next time
+            tokens_ = std::min(tokens_ + shared_, 2.0);
+        }
         if (r) {
             Burst& f = reads_.front();
             f.addr += BEAT;
@@ -232,6 +250,10 @@ class Harness {
     }
 
     uint64_t size_;
+    unsigned latency_;
+    double shared_;
+    double tokens_ = 2.0;
+    bool turn_ = false;  // true: reads go first when both wait on a one-beat budget
     uint8_t* mem_ = nullptr;
     std::unique_ptr<VerilatedContext> ctx_;
     std::unique_ptr<Vpow2det_accel> top_;
@@ -251,8 +273,9 @@ class Harness {
 };
 
 int main(int argc, char** argv) {
-    if (argc != 3) Harness::die("usage: harness MEMORY_FILE SIZE");
-    Harness h(argv[1], std::strtoull(argv[2], nullptr, 10));
+    if (argc != 5) Harness::die("usage: harness MEMORY_FILE SIZE LATENCY SHARED_BEATS_PER_CYCLE");
+    Harness h(argv[1], std::strtoull(argv[2], nullptr, 10),
+              static_cast<unsigned>(std::strtoul(argv[3], nullptr, 10)), std::strtod(argv[4], nullptr));
     std::ios::sync_with_stdio(false);
     std::string cmd;
     std::cout << "ready" << std::endl;
