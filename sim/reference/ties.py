@@ -20,9 +20,7 @@ import numpy as np
 
 from sim.reference import ops
 from sw.artifact import Node, Quant, decode_codes
-from sw.contract.arith import MULT_MAX, SHIFT_MAX
-
-ACC_MIN, ACC_MAX = -(2**31), 2**31 - 1
+from sw.contract.arith import ACC_MAX, ACC_MIN, MULT_MAX, SHIFT_MAX
 
 
 def round_half_up(num: int, shift: int) -> int:
