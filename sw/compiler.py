@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from sw.artifact import FORMAT_VERSION, Artifact, Node, Quant
+from sw.compat import zip_strict
 from sw.contract import cycles
 from sw.contract.buffers import BANKS, bank_words, weight_block_capacity
 from sw.contract.codes import weight_terms
@@ -284,7 +285,8 @@ def split_output_channels(g: Graph) -> None:
     channels would need partial sums in DDR, which the contract does not have.
     """
     cfg = g.cfg
-    unit = math.lcm(cfg.lanes, cfg.dense_out_lanes)
+    # whole channel groups of both the memory lanes and the dense engine's output lanes
+    unit = cfg.lanes * cfg.dense_out_lanes // math.gcd(cfg.lanes, cfg.dense_out_lanes)
     layers: list[GLayer] = []
     for layer in g.layers:
         if layer.engine != "PL" or layer.kind != "dense":
@@ -307,7 +309,7 @@ def split_output_channels(g: Graph) -> None:
         bounds = [(lo, min(lo + part, cout)) for lo in range(0, cout, part)]
         names = [f"{layer.name}.oc{lo}-{hi}" for lo, hi in bounds]
         assert not set(names) & set(g.shapes), f"pass names of {layer.name!r} collide"
-        for i, ((lo, hi), name) in enumerate(zip(bounds, names, strict=True)):
+        for i, ((lo, hi), name) in enumerate(zip_strict(bounds, names)):
             node = layer.node
             tensors = {
                 key: v[lo:hi] if v.ndim and v.shape[0] == cout else v
