@@ -98,9 +98,11 @@ class _Weights:
     """A conv's weights and records as the emulator computes with them: every lane of every
     channel group (the RTL computes whole words), in the accumulator's dtype.
 
-    dense: ``taps`` (k*k, Gi*L, Go*L), constants (Go*L,); depthwise: ``taps`` (k*k, G, 1, 1, L),
-    constants (G, 1, 1, L). Output lanes the dense engine does not compute (past its
-    ``dense_out_lanes`` groups) get zero multipliers, so they come out as z_out."""
+    dense: ``taps`` (k*k, Gi*L, Go*L), ``bias`` (Go*L,), multipliers and shift tiled along an
+    output row (Wo*Go*L,); depthwise: ``taps`` (k*k, G, 1, Wo*L) and every constant
+    (G, 1, Wo*L), each group's L lanes tiled along the row. Output lanes the dense engine does
+    not compute (past its ``dense_out_lanes`` groups) get zero multipliers, so they come out as
+    z_out."""
 
     taps: np.ndarray
     bias: np.ndarray
