@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
+from quant import zoo
 from quant.calibrate import calibrate_activations
 from quant.checkpoint import load_checkpoint, save_checkpoint
 from quant.export import to_artifact
 from quant.model import QuantDetector
 from quant.reconstruct import reconstruct
-from quant.zoo import MODELS, voc_names
+from quant.zoo import MODELS, ModelSource
 from sw import artifact as artmod
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.set_defaults(argv=None, module="quant")
-    ap.add_argument("--model", default="yolo-fastest-voc", choices=MODELS)
+    add_model_args(ap, "yolo-fastest-voc")
     ap.add_argument("--bits", type=int, default=4, choices=(3, 4),
                     help="pow2 bits of the dense convs (the dense engine: 3-4)")  # fmt: skip
     ap.add_argument("--act-bits", type=int, default=8, choices=(4, 8))
@@ -44,17 +46,81 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return ap
 
 
-def build_detector(args: argparse.Namespace, **kw: Any) -> Any:
-    """quant.zoo.build with the common options (and --plan); a bad plan is one line, exit 2."""
-    from quant.plan import PlanError
-    from quant.zoo import build
+def add_model_args(ap: argparse.ArgumentParser, default: str) -> None:
+    """``--model NAME`` (a built-in detector) or ``--cfg FILE --weights FILE [--names FILE]``
+    (any darknet detector); `model_source` turns them into a ``quant.zoo.ModelSource``."""
+    ap.add_argument("--model", default=None, choices=MODELS,
+                    help=f"a built-in detector (default {default}) or --cfg")  # fmt: skip
+    ap.add_argument("--cfg", type=Path, default=None, help="a darknet .cfg of your own detector")
+    ap.add_argument("--weights", type=Path, default=None, help="its darknet .weights")
+    ap.add_argument("--names", type=Path, default=None,
+                    help="its class names, one per line (default: the 20 VOC names)")  # fmt: skip
+    ap.set_defaults(default_model=default)
 
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def model_source(args: argparse.Namespace) -> ModelSource:
+    """The model the options name (also sets ``args.model`` to its name, ``args.source`` to it);
+    a missing file, a --model beside --cfg or a names file that does not fit: one line, exit 2."""
+    from models.darknet import DarknetError
+
+    if args.model is not None and (args.cfg is not None or args.weights is not None):
+        fail("give either --model or --cfg/--weights, not both")
     try:
-        return build(args.model, args.bits, args.dw_format, args.act_bits,
-                     plan=getattr(args, "plan", None), **kw)  # fmt: skip
-    except PlanError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        src = zoo.source(args.model or args.default_model, args.cfg, args.weights, args.names)
+        args.class_names = zoo.class_names(src)
+    except (zoo.ModelSourceError, DarknetError) as e:
+        fail(str(e))
+    args.model, args.source = src.name, src
+    return src
+
+
+def parsed(args: argparse.Namespace, argv: list[str] | None, module: str) -> argparse.Namespace:
+    """The steps every command takes right after parsing: record the command line, resolve the
+    model (one line, exit 2 if it cannot be), check --eval fits its classes."""
+    args.argv, args.module = argv, module
+    model_source(args)
+    check_eval(args)
+    refuse_overwriting_inputs(args)
+    return args
+
+
+def refuse_overwriting_inputs(args: argparse.Namespace, extra: list[Path] = ()) -> None:
+    """--out must not be a file the command reads or keeps its state in (the darknet files, the
+    names, the plan, --init, a checkpoint): one line, exit 2, before anything is computed."""
+    src = source_of(args)
+    ck = checkpoint_path(args)
+    inputs = [src.cfg, src.weights, *([src.names] if src.names else []), ck,
+              Path(str(ck) + ".ft.pt"), *extra]  # fmt: skip
+    for opt in ("plan", "init"):
+        if getattr(args, opt, None) is not None:
+            inputs.append(getattr(args, opt))
+    out = Path(os.path.abspath(args.out))
+    for p in inputs:
+        same = out == Path(os.path.abspath(p))
+        if not same and out.exists() and p.exists():
+            same = os.path.samefile(out, p)
+        if same:
+            fail(f"--out {args.out} is an input of this command ({p}); "
+                 "write the artifact to another path")  # fmt: skip
+
+
+def build_detector(args: argparse.Namespace, **kw: Any) -> Any:
+    """quant.zoo.build with the common options (and --plan); a bad plan, a cfg or weights file
+    that cannot be imported, or a layer no op of the contract runs: one line, exit 2."""
+    from models.darknet import DarknetError
+    from quant.plan import PlanError
+
+    src = getattr(args, "source", None) or model_source(args)
+    try:
+        return zoo.build(src, args.bits, args.dw_format, args.act_bits,
+                         plan=getattr(args, "plan", None), **kw)  # fmt: skip
+    except (PlanError, DarknetError, zoo.ModelSourceError) as e:
+        fail(str(e))
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
@@ -87,6 +153,22 @@ def calibrate_and_reconstruct(
                        seed=args.seed)  # fmt: skip
 
 
+def source_of(args: argparse.Namespace) -> ModelSource:
+    return getattr(args, "source", None) or model_source(args)
+
+
+def class_names_of(args: argparse.Namespace) -> list[str]:
+    source_of(args)
+    return args.class_names
+
+
+def check_eval(args: argparse.Namespace) -> None:
+    """--eval scores the VOC sample: only a detector of the 20 VOC classes can be scored on it."""
+    if getattr(args, "eval", False) and class_names_of(args) != zoo.voc_names():
+        fail(f"--eval scores data/voc2012-sample, which needs the 20 VOC classes in their order; "
+             f"{args.names} lists {len(args.class_names)} others (drop --eval)")  # fmt: skip
+
+
 def evaluate_artifact(art: Any) -> dict[str, float]:
     """VOC-sample mAP of an artifact, run by the exact torch integer mode."""
     from models.detect import artifact_detect_fn
@@ -106,7 +188,7 @@ def finish(
     """Export (and optionally evaluate, then re-export with the figure in the metadata)."""
     name = args.out.stem
     metadata = {
-        "source_model": f"data/weights/darknet/{args.model}.cfg/.weights",
+        "source_model": source_of(args).describe(),
         "method": method,
         "weights": f"dense pow2 {args.bits}-bit per-channel scale; depthwise "
         + (f"pow2 {args.bits}-bit" if args.dw_format == "pow2" else "int8")
@@ -123,7 +205,7 @@ def finish(
     metadata = {
         **metadata,
     }
-    kw = dict(name=name, classes=voc_names(), metadata=metadata,
+    kw = dict(name=name, classes=class_names_of(args), metadata=metadata,
               description=f"{args.model} {method}")  # fmt: skip
     art = to_artifact(qdet, args.size, **kw)  # validated, not yet written
     if args.eval:

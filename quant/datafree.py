@@ -41,7 +41,6 @@ direct path's 0.562, which is all pow2 4-bit; models/artifacts/*-datafree-gen.NO
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +57,9 @@ from quant.cli import (
     checkpoint_path,
     common_parser,
     finish,
+    parsed,
 )
+from quant.cli import refuse_overwriting_inputs as cli_refuse
 from quant.generator import Generator, GeneratorSource, train_generator
 from quant.qat import TensorSampler, add_training_args, distill
 
@@ -153,8 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="where the generator trains and the distillation runs (auto: cuda if "
                    "available); calibration and reconstruction stay on the CPU")  # fmt: skip
     add_training_args(ap, steps=1000, crop=None)
-    args = ap.parse_args(argv)
-    args.argv, args.module = argv, "quant.datafree"
+    args = parsed(ap.parse_args(argv), argv, "quant.datafree")
     return args
 
 
@@ -163,26 +163,8 @@ def generator_path(args: argparse.Namespace) -> Path:
 
 
 def refuse_overwriting_inputs(args: argparse.Namespace) -> None:
-    """--out must not be a file the command reads or keeps its state in (the plan, the
-    darknet files, a checkpoint): one line, exit 2, before anything is computed."""
-    from models.paths import data_dir
-
-    d = data_dir() / "weights" / "darknet"
-    ck = checkpoint_path(args)
-    inputs = [d / f"{args.model}.cfg", d / f"{args.model}.weights", ck,
-              Path(str(ck) + ".ft.pt"), generator_path(args),
-              Path(str(args.out) + ".synth.pt")]  # fmt: skip
-    if args.plan is not None:
-        inputs.append(args.plan)
-    out = Path(os.path.abspath(args.out))
-    for p in inputs:
-        same = out == Path(os.path.abspath(p))
-        if not same and out.exists() and p.exists():
-            same = os.path.samefile(out, p)
-        if same:
-            print(f"error: --out {args.out} is an input of this command ({p}); "
-                  "write the artifact to another path", file=sys.stderr)  # fmt: skip
-            raise SystemExit(2)
+    """quant.cli's check, with the files only this command keeps its state in."""
+    cli_refuse(args, [generator_path(args), Path(str(args.out) + ".synth.pt")])
 
 
 def main(argv: list[str] | None = None) -> None:

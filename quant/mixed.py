@@ -46,10 +46,11 @@ import torch
 
 from models.paths import REPO_ROOT, data_dir
 from quant import knapsack
+from quant.cli import add_model_args, model_source
 from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
 from quant.plan import ALLOWED, FORMAT, VERSION, layer_kinds
 from quant.plan import write as write_plan
-from quant.zoo import MODELS, build, load_darknet
+from quant.zoo import ModelSource, build, load_darknet, source
 
 DENSE_OPTIONS = (("pow2", 3), ("pow2", 4), ("pow2x2", 8))
 DW_OPTIONS = (("pow2", 3), ("pow2", 4), ("int", 8))
@@ -102,7 +103,7 @@ def board_memory(board: str = BOARD) -> tuple[Any, Any]:
     return cfg, mem
 
 
-def cost_model(model: str, size: int = 512, board: str = BOARD) -> CostModel:
+def cost_model(model: str | ModelSource, size: int = 512, board: str = BOARD) -> CostModel:
     """Per-layer cycles of every candidate format: the all-pow2-4 model (layer shapes of the cfg,
     random weights) through bench's descriptor path, then weight_format/bits varied per layer."""
     from sim.darknet_net import accelerator_layers, random_artifact_from_cfg
@@ -112,8 +113,8 @@ def cost_model(model: str, size: int = 512, board: str = BOARD) -> CostModel:
     from sw.descriptors import WEIGHT_FORMAT_CODES
 
     cfg, mem = board_memory(board)
-    d = data_dir() / "weights" / "darknet"
-    art = random_artifact_from_cfg(str(d / f"{model}.cfg"), size, seed=1, dense_bits=4,
+    src = model if isinstance(model, ModelSource) else source(model)
+    art = random_artifact_from_cfg(str(src.cfg), size, seed=1, dense_bits=4,
                                    dw_format="pow2")  # fmt: skip
     shapes = art.shapes()
     layers: dict[str, LayerCost] = {}
@@ -147,14 +148,18 @@ def traces_for(args: argparse.Namespace) -> dict[str, float]:
     """Hutchinson traces of every conv, from the cache when its settings match."""
     from quant.hessian import conv_traces
 
-    key = dict(model=args.model, images=args.hess_images, size=args.hess_size,
+    model = args.model if args.source.builtin else args.source.describe()
+    key = dict(model=model, images=args.hess_images, size=args.hess_size,
                samples=args.hess_samples, seed=args.seed, data=CALIB_SET)  # fmt: skip
-    path = args.traces or REPO_ROOT / "plans" / f"{args.model}.traces.json"
+    default = REPO_ROOT / "plans" / f"{args.model}.traces.json"
+    if not args.source.builtin:  # a user's model: its traces go beside its plan
+        default = args.out.with_suffix(".traces.json")
+    path = args.traces or default
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("settings") == key:
             return cached["traces"]
-    _, qdet = build(args.model, 4, "pow2")
+    _, qdet = build(args.source, 4, "pow2")
     paths = unlabeled_images()
     order = np.random.default_rng(args.seed).permutation(len(paths))
     x = letterbox_batch([paths[i] for i in order[: args.hess_images]], args.hess_size)
@@ -172,7 +177,7 @@ def weight_losses(
     from quant.hessian import format_sensitivity
 
     tr = traces_for(args)
-    net = load_darknet(args.model)
+    net = load_darknet(args.source)
     from quant.model import QuantDetector
 
     qdet = QuantDetector(net)
@@ -221,7 +226,7 @@ def solve_acts(
     from quant.calibrate import calibrate_activations
     from quant.sensitivity import activation_sensitivity
 
-    _, qdet = build(args.model, 4, "pow2", 8, plan=weights_plan(args.model, formats))
+    _, qdet = build(args.source, 4, "pow2", 8, plan=weights_plan(args.model, formats))
     paths = unlabeled_images()
     order = np.random.default_rng(args.seed + 1).permutation(len(paths))
     calib = list(letterbox_batch([paths[i] for i in order[:16]], args.hess_size).split(8))
@@ -264,14 +269,14 @@ def solve_acts(
 
 
 def make_plan(args: argparse.Namespace) -> dict:
-    cm = cost_model(args.model, args.size)
+    cm = cost_model(args.source, args.size)
     base = cm.cycles(cm.uniform(BASE["dense"], BASE["depthwise"]))
     base_fps = cm.clock_hz / base
     target = cm.clock_hz / args.fps if args.fps else base / args.fraction
     losses = weight_losses(args, cm)
     formats, sol = solve_weights(cm, losses, target, args.byte_cost)
     cyc = cm.cycles(formats)
-    kinds = layer_kinds(load_darknet(args.model).cfg)
+    kinds = layer_kinds(load_darknet(args.source).cfg)
     layers: dict[str, dict] = {}
     acts: dict[str, int] = {}
     act_info: dict = {}
@@ -363,12 +368,11 @@ def pareto_eval(args: argparse.Namespace, cache: dict, p: dict) -> dict:
     from models.evaluate import evaluate_voc
     from quant.export import to_artifact
     from quant.integer import integer_runner
-    from quant.zoo import voc_names
 
     t0 = time.perf_counter()
-    _, qdet = build(args.model, 4, "pow2", 8, plan=weights_plan(args.model, p["formats"]))
+    _, qdet = build(args.source, 4, "pow2", 8, plan=weights_plan(args.model, p["formats"]))
     set_act_ranges(qdet, cache["act_ranges"])
-    art = to_artifact(qdet, args.size, name="pareto", classes=voc_names())
+    art = to_artifact(qdet, args.size, name="pareto", classes=args.class_names)
     detect = artifact_detect_fn(art, runner=integer_runner())
     r = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.eval_images,
                      progress=False, with_curves=False)  # fmt: skip
@@ -419,7 +423,7 @@ def pareto(args: argparse.Namespace) -> None:
         tmp.write_text(json.dumps(cache, indent=1) + "\n")
         tmp.replace(cache_path)
 
-    cm = cost_model(args.model, args.size)
+    cm = cost_model(args.source, args.size)
     losses = weight_losses(args, cm)
     pts = pareto_points(args, cm, losses)
     if "act_ranges" not in cache or "float_map" not in cache:
@@ -427,7 +431,7 @@ def pareto(args: argparse.Namespace) -> None:
         from models.evaluate import evaluate_voc
 
         t0 = time.perf_counter()
-        _, qdet = build(args.model, 4, "pow2", 8)
+        _, qdet = build(args.source, 4, "pow2", 8)
         paths = unlabeled_images()
         order = np.random.default_rng(args.seed).permutation(len(paths))
         x = letterbox_batch([paths[i] for i in order[: args.calib]], args.calib_size)
@@ -519,7 +523,7 @@ def draw_pareto(points: dict[str, dict], cache: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--model", default="yolo-fastest-xl-voc", choices=MODELS)
+    add_model_args(ap, "yolo-fastest-xl-voc")
     b = ap.add_mutually_exclusive_group()
     b.add_argument("--fps", type=float, default=None, help="target fps at the board's clock")
     b.add_argument("--fraction", type=float, default=None,
@@ -544,6 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    model_source(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.pareto:

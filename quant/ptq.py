@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from quant.cli import build_detector, calibrate_and_reconstruct, common_parser, finish
+from quant.cli import build_detector, calibrate_and_reconstruct, common_parser, finish, parsed
 from quant.data import CALIB_SET, letterbox_batch, unlabeled_images
 
 
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib-size", type=int, default=320, help="letterbox size for calibration")
     ap.add_argument("--iters", type=int, default=200, help="reconstruction steps per conv")
     ap.add_argument("--batch", type=int, default=8)
-    args = ap.parse_args(argv)
-    args.argv, args.module = argv, "quant.ptq"
+    args = parsed(ap.parse_args(argv), argv, "quant.ptq")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()

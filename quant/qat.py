@@ -49,7 +49,7 @@ from models.darknet import Darknet
 from models.evaluate import VOC_CLASSES
 from quant.calibrate import calibrate_activations
 from quant.checkpoint import load_checkpoint, load_plain, save_checkpoint
-from quant.cli import build_detector, checkpoint_path, common_parser, finish
+from quant.cli import build_detector, checkpoint_path, common_parser, finish, parsed
 from quant.data import CALIB_SET, CropSampler, letterbox_batch, unlabeled_images
 from quant.equalize import equalize_activations
 from quant.model import LayerFormat, QuantDetector
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--det-weight", type=float, default=1.0, help="weight of the detection loss (with --voc)"
     )
-    args = ap.parse_args(argv)
-    args.argv, args.module = argv, "quant.qat"
+    args = parsed(ap.parse_args(argv), argv, "quant.qat")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -25,10 +25,11 @@ from torch import Tensor
 
 from quant.calibrate import calibrate_activations
 from quant.checkpoint import load_checkpoint
+from quant.cli import add_model_args, check_eval, model_source
 from quant.data import letterbox_batch, unlabeled_images
 from quant.equalize import equalize_activations
 from quant.model import QuantDetector
-from quant.zoo import MODELS, build
+from quant.zoo import build
 
 
 @dataclass
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", default="yolo-fastest-voc", choices=MODELS)
+    add_model_args(ap, "yolo-fastest-voc")
     ap.add_argument("--bits", type=int, default=4, choices=(3, 4))
     ap.add_argument("--act-bits", type=int, default=8, choices=(4, 8))
     ap.add_argument("--dw-format", default="int8", choices=("pow2", "int8"))
@@ -127,10 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", type=Path, default=None, help="bar chart of the worst tensors (PNG)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    model_source(args)
+    if args.map:  # the VOC-sample mAP needs a VOC detector, as --eval does
+        check_eval(argparse.Namespace(**{**vars(args), "eval": True}))
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint")
-    _, qdet = build(args.model, args.bits, args.dw_format, args.act_bits)
+    _, qdet = build(args.source, args.bits, args.dw_format, args.act_bits)
     try:
         load_checkpoint(args.checkpoint, qdet)
     except (RuntimeError, KeyError) as e:  # another model or format
