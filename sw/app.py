@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sw import artifact as artifact_mod
-from sw import info, selftest
+from sw import formats, info, selftest
 from sw.accel_config import AccelConfig, ConfigError
 from sw.artifact import Artifact, ArtifactError
 from sw.backends import BACKENDS, Backend, BackendUnavailable, make_backend
@@ -39,8 +39,11 @@ from sw.postprocess import YoloDecoder
 from sw.preprocess import letterbox
 from sw.signals import Interrupted, StopSignals
 from sw.sinks import (
+    CocoJsonSink,
+    ImageSink,
     JsonlSink,
     MjpegServer,
+    MotSink,
     OutputError,
     VideoSink,
     WindowSink,
@@ -54,6 +57,10 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACT_DIR = REPO / "models" / "artifacts"
 OUTPUTS = (("video", ".mp4"), ("jsonl", ".jsonl"), ("report", ".report.json"),
            ("timeline", ".timeline.png"))  # fmt: skip
+# --formats: what each writes beside the outputs above (voc: one STEM-less XML per image).
+FORMAT_OUTPUTS = (("coco", ".coco.json"), ("coco_images", ".coco-images.json"),
+                  ("mot", ".det.txt"))  # fmt: skip
+IMAGE_KINDS = ("folder", "image")  # sources that give one annotated image per input
 SNAPSHOT_S = 10.0  # a live run rewrites its report this often, so a hard kill keeps one
 LIVE_SEGMENT_MINUTES = 10.0  # default video segment length of a live source
 
@@ -175,6 +182,14 @@ def _port(text: str) -> int:
     return v
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    try:
+        return formats.parse_formats(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} (choose from {', '.join(formats.FORMATS)}, or "
+                                         f"all)") from None  # fmt: skip
+
+
 def _minutes(text: str) -> float:
     v = _number(float, text)
     if not 0 <= v < math.inf:
@@ -188,12 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "detect",
         help="detect objects in a video, camera, stream or folder",
-        description="Outputs STEM.mp4 (or STEM.NNNN.mp4 segments), STEM.jsonl, STEM.report.json "
-        "and STEM.timeline.png in --out-dir. An output that is one of the inputs (also through "
-        "a symlink or hard link) is refused, and so are an earlier run's outputs of the same "
-        "name unless --overwrite is given. Exit status: 0 done, 1 failure while running (a "
-        "full disk included), 2 bad input (nothing written), 130/143/129 stopped by "
-        "SIGINT/SIGTERM/SIGHUP (outputs finalised up to the last frame).",
+        description="Outputs STEM.mp4 (or STEM.NNNN.mp4 segments) for a video, camera or "
+        "stream, one annotated image per input (same file name) for an image folder or a still "
+        "image, and STEM.jsonl, STEM.report.json and STEM.timeline.png, in --out-dir; --formats "
+        "adds COCO results JSON, MOTChallenge det.txt and per-image VOC XML. An output that is "
+        "one of the inputs (also through a symlink or hard link) is refused, and so are an "
+        "earlier run's outputs of the same name unless --overwrite is given. Exit status: 0 "
+        "done, 1 failure while running (a full disk included), 2 bad input (nothing written), "
+        "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (outputs finalised up to the last frame).",
     )
     d.add_argument("input", help="video file (also file://), camera index (0) or /dev/videoN, "
                    "stream URL, or image folder")  # fmt: skip
@@ -207,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's outputs of the same name (removed only once "
                         "every check has passed); without it they are refused")  # fmt: skip
-    d.add_argument("--no-video", action="store_true", help="do not write the annotated mp4")
+    d.add_argument("--no-video", action="store_true",
+                   help="do not write the annotated mp4 (or, for an image input, the annotated "
+                        "images)")  # fmt: skip
+    d.add_argument("--formats", type=_formats, default=(), metavar="LIST",
+                   help="also write these, comma-separated: coco (STEM.coco.json, COCO results; "
+                        "ids in STEM.coco-images.json), mot (STEM.det.txt, MOTChallenge), voc "
+                        "(one PASCAL VOC XML per image, IMAGE_STEM.xml; image inputs only), or "
+                        "all")  # fmt: skip
     d.add_argument("--segment-minutes", type=_minutes, metavar="M",
                    help="write the video as STEM.NNNN.mp4 segments of M minutes, each playable "
                         "once the next starts, so a hard kill or power loss loses at most the "
@@ -270,11 +294,13 @@ class Detector:
     """The stage functions of one run, holding the model, the backend and the outputs."""
 
     def __init__(self, plan: Plan, backend: Backend, names: list[str], decoder: YoloDecoder,
-                 sinks: list[Any], jsonl: JsonlSink | None) -> None:  # fmt: skip
+                 sinks: list[Any], jsonl: JsonlSink | None,
+                 out: ImageOutputs | None = None) -> None:  # fmt: skip
         self.plan, self.backend, self.names = plan, backend, names
         _, self.h, self.w = plan.input_shape
         self.decoder = decoder
         self.sinks, self.jsonl = sinks, jsonl
+        self.out = out or ImageOutputs()
         self.video = next((s for s in sinks if isinstance(s, VideoSink)), None)
         self.t0 = time.perf_counter()
         self.accel_s = {"pl": 0.0, "cpu": 0.0}
@@ -296,12 +322,35 @@ class Detector:
 
     def output(self, item: Item) -> None:
         det = item.data["det"]
-        if self.sinks:
+        o = self.out
+        h, w = item.frame.shape[:2]
+        name = o.file_name(item.index)
+        image_id = o.image_id(item.index)
+        # The format files first and the JSON line last: a frame in the JSON lines is in every
+        # output (a failure in between stops the run before its line).
+        if o.coco is not None:
+            o.coco.write(formats.coco_records(det, image_id))
+        if o.mot is not None:
+            o.mot.write(formats.mot_lines(det, image_id, w, h))
+        if o.voc is not None and name is not None:
+            o.voc.write_file(
+                o.xml_name(item.index),
+                formats.voc_xml(
+                    det, self.names, name, w, h, folder=o.folder_name, depth=item.frame.shape[2]
+                ),
+            )
+        if self.sinks or o.images is not None:
             frame = draw_detections(item.frame, det, self.names)
             for s in self.sinks:
                 s.write(frame)
+            if o.images is not None and name is not None:
+                o.images.write(o.image_name(item.index), frame)
         if self.jsonl is not None:
-            self.jsonl.write({"frame": item.index, "detections": det.to_json(self.names)})
+            rec: dict[str, Any] = {"frame": item.index}
+            if name is not None:  # an image input: the results keyed by file name
+                rec.update(file=name, image_id=image_id, size=[w, h])
+            rec["detections"] = det.to_json(self.names)
+            self.jsonl.write(rec)
         self.detections += len(det)  # counted once written, so the report matches the files
         self.frames += 1
         if self.frames in (100, 500):  # compared with the end of the run: a leak shows as growth
@@ -310,6 +359,76 @@ class Detector:
     def stages(self) -> list[tuple[str, Any]]:
         return [("preprocess", self.preprocess), ("accelerator", self.accelerate),
                 ("postprocess", self.postprocess), ("output", self.output)]  # fmt: skip
+
+
+class ImageOutputs:
+    """What a run writes per input beside the mp4 and the JSON lines: the names and ids of its
+    images (an image folder, a still image; None for a video) and the --formats sinks."""
+
+    def __init__(self, source: Source | None = None, stem: str = "",
+                 want: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.source = source
+        self.kind = source.kind if source is not None else "video"
+        self.coco: CocoJsonSink | None = None
+        self.mot: MotSink | None = None
+        self.voc: ImageSink | None = None
+        self.images: ImageSink | None = None
+        self.want = want
+        self.names: list[str] = []  # input file names, by frame index (image inputs)
+        self.out_names: list[str] = []  # annotated image names, by frame index
+        self.ids: list[int] = []
+        self.id_rule = formats.RULE_FRAME
+        self.folder_name = ""
+        if source is not None and self.kind in IMAGE_KINDS:
+            self.names = [source.file_name(i) or "" for i in range(source.total or 0)]
+            self.ids, self.id_rule = formats.image_ids(self.names)
+            if self.kind == "image":  # a still: STEM (the input's stem unless --name) + suffix
+                self.out_names = [stem + Path(self.names[0]).suffix]
+                self.folder_name = Path(source.name).resolve().parent.name
+            else:
+                self.out_names = list(self.names)
+                self.folder_name = Path(source.name).resolve().name
+
+    def file_name(self, index: int) -> str | None:
+        return self.names[index] if self.names else None
+
+    def image_id(self, index: int) -> int:
+        return self.ids[index] if self.ids else index + 1
+
+    def image_name(self, index: int) -> str:
+        return self.out_names[index]
+
+    def xml_name(self, index: int) -> str:
+        return Path(self.out_names[index]).stem + ".xml"
+
+    def per_image_paths(self, out_dir: Path, annotated: bool) -> list[tuple[Path, str]]:
+        """(path, what) of every per-image output of this run."""
+        out: list[tuple[Path, str]] = []
+        for i in range(len(self.out_names)):
+            if annotated:
+                out.append((out_dir / self.image_name(i), f"annotated image of {self.names[i]!r}"))
+            if "voc" in self.want:
+                out.append((out_dir / self.xml_name(i), f"VOC XML of {self.names[i]!r}"))
+        return out
+
+    def companion(self, names: list[str]) -> dict[str, Any]:
+        """STEM.coco-images.json: the image and category ids of STEM.coco.json. It has COCO's
+        dataset keys (images, categories, an empty annotations list), so pycocotools'
+        ``COCO(path).loadRes(STEM.coco.json)`` loads the results against it."""
+        images = [{"id": i, "file_name": n} for i, n in zip(self.ids, self.names)]
+        return {
+            "info": {
+                "description": "shiftdet detect: ids of the COCO results file",
+                "image_id_rule": self.id_rule,
+                "category_id_rule": formats.CATEGORY_RULE,
+            },  # fmt: skip
+            "images": images,
+            "categories": formats.categories(names),
+            "annotations": [],
+        }
+
+    def close(self) -> None:
+        pass
 
 
 def _say(msg: str) -> None:
@@ -363,6 +482,18 @@ def check_outputs(outputs: list[Path], inputs: list[Path], overwrite: bool) -> N
                              f"to replace it, or another --name or --out-dir")  # fmt: skip
 
 
+def check_clashes(outputs: list[tuple[Path, str]]) -> None:
+    """Refuse two outputs of one run on the same path (an input image named like the timeline
+    PNG, images ``a.jpg`` and ``a.png`` that would both write ``a.xml``)."""
+    seen: dict[str, str] = {}
+    for path, what in outputs:
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            raise UsageError(f"output {str(path)!r} would be written twice ({seen[key]} and "
+                             f"{what}): choose another --name or rename the input")  # fmt: skip
+        seen[key] = what
+
+
 def _segments_of(video: Path) -> list[Path]:
     """Existing STEM.NNNN.mp4 segments of an earlier run."""
     pat = glob.escape(str(video.with_suffix(""))) + ".[0-9][0-9][0-9][0-9]" + video.suffix
@@ -403,7 +534,16 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         opened.append(source)
         out_dir = Path(args.out_dir)
         stem = args.name or ("live" if source.live else Path(source.name).stem or "out")
-        paths = {k: out_dir / f"{stem}{ext}" for k, ext in OUTPUTS}
+        per_image = source.kind in IMAGE_KINDS
+        if "voc" in args.formats and not per_image:
+            raise UsageError("--formats voc writes one XML per image: it needs an image "
+                             "folder or a still image as INPUT (coco and mot take a video "
+                             "too)")  # fmt: skip
+        kinds = [(k, ext) for k, ext in OUTPUTS if not (k == "video" and per_image)]
+        kinds += [(k, ext) for k, ext in FORMAT_OUTPUTS if k.split("_")[0] in args.formats]
+        paths = {k: out_dir / f"{stem}{ext}" for k, ext in kinds}
+        outs = ImageOutputs(source, stem, args.formats)
+        image_paths = outs.per_image_paths(out_dir, annotated=not args.no_video)
         minutes = args.segment_minutes
         if minutes is None:
             minutes = LIVE_SEGMENT_MINUTES if source.live else 0.0
@@ -412,10 +552,15 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         for extra in (args.config, args.emulate_build, args.bitstream):
             if extra:
                 inputs += [Path(extra), Path(extra).with_suffix(".hwh")]
-        earlier = _segments_of(paths["video"])
-        check_outputs([*paths.values(), *earlier], inputs, args.overwrite)
+        earlier = [] if per_image else _segments_of(paths["video"])
+        all_outputs = [*paths.values(), *earlier, *(p for p, _ in image_paths)]
+        check_outputs(all_outputs, inputs, args.overwrite)
+        check_clashes([*((p, f"the {k} output") for k, p in paths.items()), *image_paths])
         for p in paths.values():
             check_writable(p)
+        for p, _ in image_paths:
+            if os.path.isdir(p):
+                raise OutputError(f"cannot write {str(p)!r}: it is a folder")
         opts: dict[str, Any] = {"timeout_s": args.timeout}
         if args.backend == "pynq" and args.bitstream:
             opts["bitstream"] = args.bitstream
@@ -440,13 +585,24 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         # pipeline, once made, stops at once and finalises what there is.
         stops.on_stop = lambda _name: None
         if args.overwrite:  # the earlier run's outputs of this name go, all of them
-            for p in [*paths.values(), *earlier]:
+            for p in all_outputs:
                 if os.path.lexists(p):
                     p.unlink()
-        if not args.no_video:
+        if not args.no_video and not per_image:
             video = VideoSink(paths["video"], source.fps, segment_frames=seg_frames)
             sinks.insert(0, video)
             opened.append(video)
+        if not args.no_video and per_image:
+            outs.images = ImageSink(out_dir)
+        if "voc" in args.formats:
+            outs.voc = ImageSink(out_dir)
+        if "coco" in args.formats:
+            write_atomic(paths["coco_images"], _report_bytes(outs.companion(names)))
+            outs.coco = CocoJsonSink(paths["coco"])
+            opened.append(outs.coco)
+        if "mot" in args.formats:
+            outs.mot = MotSink(paths["mot"])
+            opened.append(outs.mot)
         jsonl = JsonlSink(paths["jsonl"])
         opened.append(jsonl)
     except (UsageError, ArtifactError, CompileError, SourceError, OutputError,
@@ -458,7 +614,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         _close_all(opened)
         raise
 
-    det = Detector(plan, backend, names, decoder, sinks, jsonl)
+    det = Detector(plan, backend, names, decoder, sinks, jsonl, outs)
     total = source.total if args.max_frames is None else min(source.total or 10**9,
                                                              args.max_frames)  # fmt: skip
     bar = None
@@ -507,7 +663,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
     except OutputError as e:
         _say(f"error: {e}")
         drew = finalised = False
-    print_summary(report, paths, drew, det.video)
+    print_summary(report, paths, drew, det.video, outs)
     if res.interrupted or stops.received is not None:
         why = stops.name or "Ctrl-C"
         _say(f"interrupted ({why}): outputs finalised up to the last frame handled")
@@ -563,6 +719,11 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
         "plan": plan.summary(),
         "rss_mb": {**det.rss_at, "end": rss_mb(), "peak": peak_rss_mb()},
         "video": None if det.video is None else [p.name for p in det.video.segments],
+        "annotated_images": (
+            None if det.out.images is None else len(det.out.images.written)
+        ),  # fmt: skip
+        "formats": list(args.formats),
+        "image_id_rule": det.out.id_rule,
         "interrupted": res.interrupted,
         "signal": stops.name,
         "error": res.error,
@@ -570,7 +731,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
 
 
 def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool,
-                  video: VideoSink | None) -> None:  # fmt: skip
+                  video: VideoSink | None, outs: ImageOutputs | None = None) -> None:  # fmt: skip
     st = report["stage_ms"]
     line = ", ".join(f"{k} {v['mean']:.1f}" for k, v in st.items())
     print(f"{report['frames_out']} frames, {report['fps']:.2f} fps ({report['mode']}); "
@@ -581,13 +742,19 @@ def print_summary(report: dict[str, Any], paths: dict[str, Path], drew: bool,
     if report["dropped_live"]:
         _say(f"warning: dropped {report['dropped_live']} frame(s): the pipeline fell behind the "
              f"live source")  # fmt: skip
-    outs = [] if video is None else [str(p) for p in video.segments]
-    if len(outs) > 3:
-        outs = [f"{outs[0]} .. {outs[-1]} ({len(outs)} segments)"]
-    outs += [str(paths[k]) for k in ("jsonl", "report") if paths[k].exists()]
+    wrote = [] if video is None else [str(p) for p in video.segments]
+    if len(wrote) > 3:
+        wrote = [f"{wrote[0]} .. {wrote[-1]} ({len(wrote)} segments)"]
+    for sink, what in ((outs and outs.images, "annotated image"), (outs and outs.voc, "VOC XML")):
+        if sink is not None and sink.written:
+            n = len(sink.written)
+            wrote.append(str(sink.written[0]) if n == 1 else
+                         f"{n} {what}s in {sink.folder}/")  # fmt: skip
+    keys = ("coco", "coco_images", "mot", "jsonl", "report")
+    wrote += [str(paths[k]) for k in keys if k in paths and paths[k].exists()]
     if drew:
-        outs.append(str(paths["timeline"]))
-    print("wrote " + ", ".join(outs))
+        wrote.append(str(paths["timeline"]))
+    print("wrote " + ", ".join(wrote))
     if not drew:
         _say("warning: timeline PNG left out (no matplotlib, no frame, or not writable)")
 

@@ -169,9 +169,12 @@ class VideoSink:
             self.writer = None
 
 
-class JsonlSink:
-    """One JSON object per line, each line one ``write`` system call (no user-space buffer):
-    the file holds every complete line written, whatever stops the program."""
+class AppendSink:
+    """A file written in whole records, each one ``write`` system call (no user-space buffer):
+    the file holds every complete record written, whatever stops the program; a record that
+    failed half-way is cut off again. ``what`` names a record in the error message."""
+
+    what = "record"
 
     def __init__(self, path: Path) -> None:
         check_writable(path)
@@ -180,29 +183,37 @@ class JsonlSink:
             self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except OSError as e:
             raise OutputError(f"cannot write {str(path)!r}: {_why(e)}") from None
-        self.size = 0  # bytes of complete lines
-        self.lines = 0
+        self.size = 0  # bytes of complete records
+        self.lines = 0  # records written
 
-    def write(self, record: dict[str, Any]) -> None:
+    def _write_at(self, data: bytes, tail: bytes = b"") -> None:
+        """Write ``data`` over the file's last bytes ``tail`` (a closing tail the data ends with
+        again) in one go; on failure the file is put back as it was."""
         assert self.fd is not None, "write after close"
-        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         check_space(self.path, len(data))
+        at = self.size - len(tail)
         done = 0
         try:
+            os.lseek(self.fd, at, os.SEEK_SET)
             while done < len(data):
                 done += _os_write(self.fd, data[done:])
         except OSError as e:
-            try:  # never leave half a line: cut back to the last complete one
-                os.ftruncate(self.fd, self.size)
-                os.lseek(self.fd, self.size, os.SEEK_SET)
+            try:  # never leave half a record: back to the last complete one
+                os.ftruncate(self.fd, at)
+                os.lseek(self.fd, at, os.SEEK_SET)
+                if tail:
+                    os.write(self.fd, tail)
             except OSError:
                 pass
             raise OutputError(
                 f"cannot write {str(self.path)!r}: {_why(e)} (it holds the first {self.lines} "
-                f"frame(s), complete)"
+                f"{self.what}(s), complete)"
             ) from None
-        self.size += len(data)
+        self.size = at + len(data)
         self.lines += 1
+
+    def write_bytes(self, data: bytes) -> None:
+        self._write_at(data)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -210,9 +221,91 @@ class JsonlSink:
             try:
                 os.fsync(fd)
             except OSError:
-                pass  # the lines are written; fsync only hurries them to the disk
+                pass  # the records are written; fsync only hurries them to the disk
             finally:
                 os.close(fd)
+
+
+class JsonlSink(AppendSink):
+    """One JSON object per line, each line one ``write``."""
+
+    what = "frame"
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.write_bytes((json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+
+class MotSink(AppendSink):
+    """MOTChallenge ``det.txt``: a frame's rows in one ``write`` (frames without boxes write
+    nothing, as in MOTChallenge's own files)."""
+
+    what = "frame"
+
+    def write(self, rows: str) -> None:
+        if rows:
+            self.write_bytes(rows.encode())
+
+
+class CocoJsonSink(AppendSink):
+    """A COCO results file, a JSON array of ``{image_id, category_id, bbox, score}``, that is a
+    valid JSON document after every frame: each frame's entries and the closing ``]`` are one
+    ``write`` over the previous closing ``]``, so a hard kill leaves a file that still loads
+    (every frame up to the last whole one), and memory stays flat however long it runs."""
+
+    what = "frame"
+    TAIL = b"\n]\n"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entries = 0
+        self._write_at(b"[" + self.TAIL)
+        self.lines = 0
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in records)
+        lead = b",\n" if self.entries else b"\n"
+        self._write_at(lead + body.encode() + self.TAIL, self.TAIL)
+        self.entries += len(records)
+
+
+class ImageSink:
+    """One file per input image, written atomically (temp file + rename): ``folder / name``,
+    encoded by the name's suffix. Every file is complete whenever the program stops."""
+
+    JPEG_QUALITY = 95
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.written: list[Path] = []  # bounded by the input folder's size
+
+    def write(self, name: str, frame: np.ndarray) -> Path:
+        path = self.folder / name
+        suffix = path.suffix.lower()
+        jpeg = suffix in (".jpg", ".jpeg")
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.JPEG_QUALITY] if jpeg else []
+        try:
+            ok, buf = cv2.imencode(suffix, frame, params)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise OutputError(f"cannot encode {str(path)!r} as {suffix} (OpenCV)")
+        data = buf.tobytes()
+        check_space(path, len(data))
+        write_atomic(path, data)
+        self.written.append(path)
+        return path
+
+    def write_file(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        check_space(path, len(data))
+        write_atomic(path, data)
+        self.written.append(path)
+        return path
+
+    def close(self) -> None:
+        pass
 
 
 class WindowSink:

@@ -77,6 +77,13 @@ class Source:
     skip_reasons: dict[int, str] = field(default_factory=dict)  # index -> why, for some
     files: list[Path] = field(default_factory=list)  # regular files read, resolved; live: []
     end_reason: str | None = None  # one line when the source ended abnormally, else None
+    # "video" (a file), "live" (camera, stream), "folder" or "image" (a still): the app writes
+    # an mp4 for the first two, one annotated image per input for the others.
+    kind: str = "video"
+
+    def file_name(self, index: int) -> str | None:
+        """The file name of frame ``index`` (an image of a folder, a still image), else None."""
+        return None
 
     def read(self) -> Frame | None:
         """The next frame, or None at the end."""
@@ -201,7 +208,7 @@ class CaptureSource(Source):
             what = f"camera {spec!r}"
         else:
             what = f"stream {spec!r}"
-        super().__init__(what, live=True)
+        super().__init__(what, live=True, kind="live")
         self.retries = max(1, retries)
         self.read_timeout_s = float(read_timeout_s)
         self.count = 0
@@ -388,9 +395,13 @@ class FolderSource(Source):
                 regular = False
             if regular:
                 files.append(Path(e.path).resolve() if e.is_symlink() else root / e.name)
-        super().__init__(str(path), live=False, fps=fps, total=len(entries), files=files)
+        super().__init__(str(path), live=False, fps=fps, total=len(entries), files=files,
+                         kind="folder")  # fmt: skip
         self.paths = [path / e.name for e in entries]  # index i of a frame is paths[i]
         self.pos = 0
+
+    def file_name(self, index: int) -> str | None:
+        return self.paths[index].name
 
     def read(self) -> Frame | None:
         while self.pos < len(self.paths):
@@ -404,6 +415,28 @@ class FolderSource(Source):
                 continue
             return Frame(i, img, time.perf_counter())
         return None
+
+
+class ImageFileSource(Source):
+    """One still image (a regular file with an image suffix): one frame. It is read and decoded
+    when opened, so an unreadable or degenerate image is a one-line :class:`SourceError`."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        data = _open_regular(path)
+        img = data if isinstance(data, str) else _decode_image(data, path.suffix.lower())
+        if isinstance(img, str):
+            raise SourceError(f"cannot read image {str(path)!r}: {img}")
+        super().__init__(str(path), live=False, total=1, files=[path.resolve()], kind="image")
+        self.path = path
+        self._image: np.ndarray | None = img
+
+    def file_name(self, index: int) -> str | None:
+        return self.path.name
+
+    def read(self) -> Frame | None:
+        img, self._image = self._image, None
+        return None if img is None else Frame(0, img, time.perf_counter())
 
 
 def _file_url_path(spec: str) -> str:
@@ -430,7 +463,8 @@ def open_source(spec: str, *, read_timeout_s: float = 10.0) -> Source:
       file URLs): it is a path named so, which usually does not exist (the error says how to
       write a file URL);
     * any other ``scheme://...``: a live stream;
-    * a folder: its images; any other regular file: a video. Anything else (a FIFO, a socket,
+    * a folder: its images; a regular file with an image suffix (``IMAGE_SUFFIXES``): that still
+      image; any other regular file: a video. Anything else (a FIFO, a socket,
       another device) is refused with one line, before anything opens it.
 
     ``read_timeout_s``: how long a live source may go without a frame before it ends (with
@@ -456,4 +490,6 @@ def open_source(spec: str, *, read_timeout_s: float = 10.0) -> Source:
         raise SourceError(f"input {spec!r} is not a regular file ({_kind(st.st_mode)})")
     if not os.access(path, os.R_OK):
         raise SourceError(f"input {spec!r} is not readable")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFileSource(path)
     return VideoFileSource(path)

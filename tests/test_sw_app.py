@@ -109,9 +109,14 @@ def test_image_folder_with_an_unreadable_image(tmp_path, capsys, model, data_dir
     (folder / "001.jpg").write_bytes(b"not a jpeg")
     rc, _, err = _run(capsys, str(folder), "--model", str(model), "--out-dir", str(tmp_path))
     assert rc == 0, err
-    assert [r["frame"] for r in read_jsonl(tmp_path / "imgs.jsonl")] == [0, 2, 3]
+    recs = read_jsonl(tmp_path / "imgs.jsonl")
+    assert [r["frame"] for r in recs] == [0, 2, 3]
+    assert [r["file"] for r in recs] == ["000.jpg", "002.jpg", "004.jpg"]
     assert "1 undecodable frame(s) skipped (indices 1..1)" in err
-    assert mp4_frames(tmp_path / "imgs.mp4") == 3  # other sizes resized to the first frame's
+    # one annotated image per readable input, each at its own size; no mp4
+    for name, src in zip(("000.jpg", "002.jpg", "004.jpg"), imgs, strict=True):
+        assert cv2.imread(str(tmp_path / name)).shape == cv2.imread(str(src)).shape, name
+    assert not (tmp_path / "001.jpg").exists() and not (tmp_path / "imgs.mp4").exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "version", "config", "out_dir",

@@ -215,7 +215,8 @@ def test_empty_folder_and_no_images(tmp_path) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["1x1", "truncated_jpeg"])
 def test_the_app_runs_past_a_bad_first_image(tmp_path, capsys, kind) -> None:
-    """End to end: the run is not stopped by the first image; the mp4 is sized by a good one."""
+    """End to end: the run is not stopped by the first image; the good ones are annotated at
+    their own size, and the bad one gets no output."""
     from sim.reference.randnet import random_network
     from sw import app
     from sw.artifact import save
@@ -233,9 +234,9 @@ def test_the_app_runs_past_a_bad_first_image(tmp_path, capsys, kind) -> None:
     assert rc == 0, err
     rep = json.loads((tmp_path / "out" / "imgs.report.json").read_text())
     assert rep["frames_out"] == 3 and rep["skipped_undecodable"] == [0] and rep["error"] is None
-    cap = cv2.VideoCapture(str(tmp_path / "out" / "imgs.mp4"))
-    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
-    cap.release()
+    for i in range(3):
+        assert cv2.imread(str(tmp_path / "out" / f"b{i}.png")).shape == (48, 64, 3)
+    assert not (tmp_path / "out" / name).exists()
 
 
 # --- live streams that stall -------------------------------------------------------------------
@@ -436,3 +437,18 @@ def test_the_app_ends_a_stalled_stream_with_one_line_and_complete_outputs(
     segs = sorted(out.glob("live.*.mp4"))  # a live source writes segments by default
     assert [p.name for p in segs] == ["live.0000.mp4"] == rep["video"]
     assert mp4_frames(segs[0]) == len(lines)
+
+
+def test_a_still_image_is_one_frame_and_a_bad_one_one_line(tmp_path) -> None:
+    from sw.sources import ImageFileSource
+
+    cv2.imwrite(str(tmp_path / "shot.png"), _image(4, 40, 56))
+    src = open_source(str(tmp_path / "shot.png"))
+    assert isinstance(src, ImageFileSource) and src.kind == "image" and src.total == 1
+    assert src.file_name(0) == "shot.png" and src.files == [(tmp_path / "shot.png").resolve()]
+    assert _read_all(src) == [(0, (40, 56, 3))]
+    folder = open_source(str(tmp_path))
+    assert folder.kind == "folder" and folder.file_name(0) == "shot.png"
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(SourceError, match=r"cannot read image .*bad\.jpg.*truncated JPEG"):
+        open_source(str(tmp_path / "bad.jpg"))
