@@ -1,17 +1,25 @@
-"""Detection accuracy of float and quantized detectors: VOC-sample mAP (and TUD person AP).
+"""Detection accuracy of float and quantized detectors: VOC-sample mAP (and TUD person AP), or
+the mAP on a user's own VOCdevkit or COCO-format folder.
 
 Usage (the `make eval` recipe line is in docs/accuracy.md):
 
     .venv/bin/python -m bench.accuracy float --model yolo-fastest-voc --size 512
+    .venv/bin/python -m bench.accuracy float --cfg my.cfg --weights my.weights --names my.names
     .venv/bin/python -m bench.accuracy artifact models/artifacts/yolo-fastest-voc-w4a8-dw8.npz \
         --key w4a8_ptq_map_yolo_fastest_512_dw8
+    .venv/bin/python -m bench.accuracy float --voc ~/VOCdevkit --image-set test
+    .venv/bin/python -m bench.accuracy artifact M.npz --coco ~/coco --coco-images ~/coco/val2017
 
-Each run merges its figure into bench/results/accuracy.json under `results[key]` with the
-command, the run time and the evaluation settings; keys that were not measured stay null with
-a reason in `missing`. Letterbox to a square input, conf 0.005, NMS 0.45, mAP all-points (VOC2010+)
-and 11-point both stored; the headline figure is all-points. Artifacts are run by the torch
-integer mode of quant.model, which tests/test_quant_export.py proves equal to sim.reference's
-integers (the NumPy reference itself takes seconds per 512x512 frame); `--reference` uses it.
+Each run on the VOC sample merges its figure into bench/results/accuracy.json under
+`results[key]` with the command, the run time and the evaluation settings; keys that were not
+measured stay null with a reason in `missing`. A run on a user's folder (`--voc`, `--coco`)
+never touches accuracy.json. Every evaluation writes its full result (per-class APs) as JSON
+and its PR curves as a PNG into `--out-dir` (default out/accuracy/): `KEY.DATASET.json` and
+`KEY.DATASET.pr.png`, the paths printed at the end. Letterbox to a square input, conf 0.005,
+NMS 0.45, mAP all-points (VOC2010+) and 11-point both stored (COCO: pycocotools' twelve); the
+headline figure is all-points. Artifacts are run by the torch integer mode of quant.model,
+which tests/test_quant_export.py proves equal to sim.reference's integers (the NumPy reference
+itself takes seconds per 512x512 frame); `--reference` uses it.
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ import re
 import shlex
 import sys
 import time
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.darknet import Darknet
+from models.darknet import Darknet, DarknetError
 from models.detect import (
     DEFAULT_CONF,
     DEFAULT_NMS,
@@ -38,11 +47,20 @@ from models.detect import (
     float_detect_fn,
     heads_of_darknet,
 )
-from models.evaluate import evaluate_mot, evaluate_voc
+from models.evaluate import (
+    VOC_CLASSES,
+    evaluate_coco,
+    evaluate_mot,
+    evaluate_voc,
+    resolve_voc_root,
+    save_result,
+)
 from models.paths import REPO_ROOT, data_dir
 
 RESULTS = REPO_ROOT / "bench" / "results" / "accuracy.json"
-SHORT = {"yolo-fastest-voc": "yolo_fastest", "yolo-fastest-xl-voc": "xl"}
+OUT_DIR = Path("out") / "accuracy"  # full results and PR curves (relative to the cwd)
+SHORT = {"yolo-fastest-voc": "yolo_fastest", "yolo-fastest-xl-voc": "xl",
+         "mobilenetv2-yolov3-nano-voc": "nano"}  # fmt: skip
 # The keys the issue asks for; anything not measured stays null with a reason.
 KEYS = [
     key
@@ -247,11 +265,71 @@ def write_table(path: Path = DOC) -> None:
     path.write_text(text[:i] + "\n" + table(doc) + "\n" + text[j:])
 
 
+class EvalError(RuntimeError):
+    """A bad model, dataset or option: one line, exit 2."""
+
+
+def _tag(text: str) -> str:
+    """A key-safe form of a file or folder name."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "x"
+
+
+def dataset_of(args: argparse.Namespace) -> tuple[str, str, Path | None]:
+    """(kind, tag, folder) of the evaluation's dataset: the VOC sample (tag ``voc``; merged into
+    accuracy.json), a user's VOC folder or VOCdevkit (``--voc``) or COCO folder (``--coco``)."""
+    if args.voc and args.coco:
+        raise EvalError("--voc and --coco: give one dataset")
+    if args.voc:
+        root = resolve_voc_root(args.voc)
+        return "voc", f"voc_{_tag(root.name)}", root
+    if args.coco:
+        return "coco", f"coco_{_tag(Path(args.coco).name)}", Path(args.coco)
+    if args.coco_images:
+        raise EvalError("--coco-images goes with --coco")
+    return "voc", "voc", data_dir() / "voc2012-sample"
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, str, str, list[str], str | None, Any]:
+    """(detect_fn, default key, source, class names, sha256, loaded artifact) of ``float`` (a
+    built-in model or --cfg/--weights/--names) or ``artifact``."""
+    if args.what == "float":
+        from quant.zoo import class_names, source
+
+        src = source(None if args.cfg or args.weights else args.model or "yolo-fastest-voc",
+                     args.cfg, args.weights, args.names)  # fmt: skip
+        names = class_names(src) if not src.builtin else list(VOC_CLASSES)
+        model = Darknet.from_files(src.cfg, src.weights)
+        detect = float_detect_fn(model, heads_of_darknet(model.cfg), args.size)
+        short = SHORT.get(src.name, _tag(src.name))
+        return detect, f"float_map_{short}_{args.size}", src.describe(), names, None, None
+    from quant.integer import integer_runner
+    from sw import artifact as artmod
+
+    loaded = art = artmod.load(args.path)
+    if args.stamp and (not args.mot or args.size not in (None, loaded.input_shape[1])):
+        # checked before the evaluation: the stored figure must be the file's own size's
+        raise EvalError("--stamp needs --mot at the artifact's own size")
+    if args.stamp and (args.voc or args.coco):
+        raise EvalError("--stamp stores the VOC-sample and TUD figures: not with --voc/--coco")
+    if args.size is None:
+        args.size = art.input_shape[1]
+    elif args.size != art.input_shape[1]:  # the same integers at another input size
+        art = artmod.with_input_size(art, args.size, args.size)
+    runner = None if args.reference else integer_runner()
+    detect = artifact_detect_fn(art, runner=runner)
+    names = list(art.classes) if art.classes else list(VOC_CLASSES)
+    return detect, key_of(art), args.path, names, file_sha256(Path(args.path)), loaded
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
-    f = sub.add_parser("float", help="the float darknet model")
-    f.add_argument("--model", default="yolo-fastest-voc", choices=sorted(SHORT))
+    f = sub.add_parser("float", help="a float darknet model: built-in, or any by --cfg/--weights")
+    f.add_argument("--model", default=None, choices=sorted(SHORT),
+                   help="built-in model (default yolo-fastest-voc)")  # fmt: skip
+    f.add_argument("--cfg", help="a darknet .cfg of your own (with --weights)")
+    f.add_argument("--weights", help="its darknet .weights")
+    f.add_argument("--names", help="its class names, one a line (default: the 20 VOC names)")
     a = sub.add_parser("artifact", help="a quantized artifact (.npz)")
     a.add_argument("path")
     a.add_argument("--reference", action="store_true", help="run sim.reference (slow)")
@@ -267,63 +345,103 @@ def main(argv: list[str] | None = None) -> None:
     for p in (f, a):
         p.add_argument("--key", default=None, help="accuracy.json key (default derived)")
         p.add_argument("--mot", action="store_true", help="also TUD-Stadtmitte person AP")
-        p.add_argument("--limit", type=int, default=None, help="first N VOC images only")
-        p.add_argument("--no-save", action="store_true")
+        p.add_argument("--limit", type=int, default=None, help="first N images only")
+        p.add_argument("--no-save", action="store_true", help="leave accuracy.json as it is")
+        p.add_argument("--voc", metavar="DIR",
+                       help="score on your VOC-layout folder (Annotations/, JPEGImages/, "
+                            "ImageSets/Main/) or a VOCdevkit holding one VOC20xx/, instead of "
+                            "data/voc2012-sample; not merged into accuracy.json")  # fmt: skip
+        p.add_argument("--image-set", default="test",
+                       help="with --voc: ImageSets/Main/NAME.txt (default test; without that "
+                            "file every annotation)")  # fmt: skip
+        p.add_argument("--coco", metavar="DIR|JSON",
+                       help="score on a COCO-format folder (annotations JSON + images) with "
+                            "pycocotools (mAP@[.5:.95] and @.5); not merged into "
+                            "accuracy.json")  # fmt: skip
+        p.add_argument(
+            "--coco-images",
+            metavar="DIR",
+            help="with --coco: the folder the file_names are in (default: found)",
+        )
+        p.add_argument("--out-dir", default=str(OUT_DIR),
+                       help="where each evaluation's full result JSON and PR-curve PNG go "
+                            f"(default {OUT_DIR}/)")  # fmt: skip
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
     if args.what == "table":
         write_table()
         return
     if args.what == "record":
         record(args.path, args.key)
         return
-    if args.what == "float":
-        model = load_float(args.model)
-        detect = float_detect_fn(model, heads_of_darknet(model.cfg), args.size)
-        key = args.key or f"float_map_{SHORT[args.model]}_{args.size}"
-        source = args.model
-        sha256 = None
-    else:
-        from quant.integer import integer_runner
-        from sw import artifact as artmod
+    from quant.zoo import ModelSourceError
+    from sw.artifact import ArtifactError
 
-        loaded = art = artmod.load(args.path)
-        if args.stamp and (not args.mot or args.size not in (None, loaded.input_shape[1])):
-            # checked before the evaluation: the stored figure must be the file's own size's
-            raise SystemExit("--stamp needs --mot at the artifact's own size")
-        if args.size is None:
-            args.size = art.input_shape[1]
-        elif args.size != art.input_shape[1]:  # the same integers at another input size
-            art = artmod.with_input_size(art, args.size, args.size)
-        runner = None if args.reference else integer_runner()
-        detect = artifact_detect_fn(art, runner=runner)
-        key = args.key or key_of(art)
-        source = args.path
-        sha256 = file_sha256(Path(args.path))
-    voc = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=args.limit, with_curves=False)
-    entry: dict[str, Any] = {
-        "map": voc["map_all"],
-        "map_11pt": voc["map_11pt"],
+    try:
+        run(args)
+    except (EvalError, ModelSourceError, DarknetError, ArtifactError, FileNotFoundError,
+            ValueError, ET.ParseError) as e:  # fmt: skip
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """``float`` / ``artifact``: evaluate, write the result JSON and PR PNG, and (VOC sample
+    only) merge the headline figure into accuracy.json. Returns the entry."""
+    t0 = time.perf_counter()
+    kind, tag, root = dataset_of(args)
+    own = tag != "voc"  # a user's dataset: its figures are not the project's
+    if own and args.mot:
+        raise EvalError("--mot adds the TUD figure to the VOC-sample entry: not with --voc/--coco")
+    detect, key, source, names, sha256, loaded = load_model(args)
+    key = args.key or key
+    out_dir = Path(args.out_dir)
+    stem = f"{key}.{tag}"
+    plots = []
+    if kind == "coco":
+        assert root is not None
+        res = evaluate_coco(detect, root, names, images=args.coco_images, limit=args.limit,
+                            plot_path=out_dir / f"{stem}.pr.png")  # fmt: skip
+        entry: dict[str, Any] = {"map": res["map"], "map50": res["map50"], "map75": res["map75"],
+                                 "metric": res["metric"]}  # fmt: skip
+    else:
+        res = evaluate_voc(detect, root, names, image_set=args.image_set if own else "test",
+                           limit=args.limit, plot_path=out_dir / f"{stem}.pr.png")  # fmt: skip
+        entry = {"map": res["map_all"], "map_11pt": res["map_11pt"]}
+    plots.append(out_dir / f"{stem}.pr.png")
+    save_result(res, out_dir / f"{stem}.json")
+    entry.update({
         "size": args.size,
         "source": source,
-        "images": args.limit or 100,
+        "images": res["num_images"],
         "command": "bench/accuracy.py " + " ".join(shlex.quote(s) for s in sys.argv[1:]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(),
-    }
+    })  # fmt: skip
+    if own:
+        entry["dataset"] = str(root)
+        if kind == "voc":
+            entry["image_set"] = res["image_set"]
     if sha256:
         entry["sha256"] = sha256
         entry.update(plan_fields(loaded))
     if args.mot:
-        mot = evaluate_mot(detect, data_dir() / "video" / "TUD-Stadtmitte", with_curves=False)
+        mot = evaluate_mot(detect, data_dir() / "video" / "TUD-Stadtmitte",
+                           plot_path=out_dir / f"{key}.tud.pr.png")  # fmt: skip
+        save_result(mot, out_dir / f"{key}.tud.json")
+        plots.append(out_dir / f"{key}.tud.pr.png")
         entry["tud_person_ap"] = mot["ap_all"]
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     if args.what == "artifact" and args.stamp:
         stamp_tud(Path(args.path), loaded, entry["tud_person_ap"], entry)
     print(json.dumps({key: entry}, indent=1))
-    if not args.no_save:
+    print(f"results: {out_dir / f'{stem}.json'}; PR curves: {', '.join(map(str, plots))}")
+    if own:
+        print("(a dataset of your own: not merged into bench/results/accuracy.json)")
+    elif not args.no_save:
         merge_result(key, entry)
+    return entry
 
 
 if __name__ == "__main__":

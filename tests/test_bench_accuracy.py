@@ -96,3 +96,105 @@ def test_mixed_keys_and_their_speed() -> None:
     assert (
         accuracy.plan_fields(base) == {} and accuracy.plan_fields(mixed)["plan"] == "plans/x.json"
     )
+
+
+def _darknet(name: str = "yolo-fastest-voc") -> tuple[Path, Path]:
+    import pytest
+
+    d = Path(accuracy.data_dir()) / "weights" / "darknet"
+    if not (d / f"{name}.weights").is_file():
+        pytest.skip("no darknet weights (run make data)")
+    return d / f"{name}.cfg", d / f"{name}.weights"
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        accuracy.main(list(argv))
+        rc = 0
+    except SystemExit as e:
+        rc = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_float_by_cfg_scores_a_coco_folder(tmp_path: Path, capsys) -> None:
+    """Any darknet detector by path on a COCO-format folder: pycocotools' figures, the full
+    result and the PR-curve PNG in --out-dir, accuracy.json untouched."""
+    from coco_folder import make_coco_folder
+
+    cfg, weights = _darknet()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for p in (cfg, weights):  # a user's own files, under their own names
+        (mine / p.name.replace("yolo-fastest-voc", "my-det")).write_bytes(p.read_bytes())
+    names = mine / "my.names"
+    names.write_text((cfg.parent / "voc.names").read_text())
+    folder = make_coco_folder(Path(accuracy.data_dir()) / "voc2012-sample", tmp_path / "coco")
+    before = accuracy.RESULTS.read_bytes() if accuracy.RESULTS.is_file() else None
+    out = tmp_path / "eval"
+    rc, text, err = _main(capsys, "float", "--cfg", str(mine / "my-det.cfg"), "--weights",
+                          str(mine / "my-det.weights"), "--names", str(names), "--size", "160",
+                          "--coco", str(folder), "--out-dir", str(out))  # fmt: skip
+    assert rc == 0, err
+    entry = json.loads(text[: text.rindex("}") + 1])["float_map_my_det_160"]
+    assert 0.0 < entry["map"] <= entry["map50"] <= 1.0 and entry["images"] == 4
+    assert "my-det.cfg" in entry["source"] and entry["dataset"] == str(folder)
+    full = json.loads((out / "float_map_my_det_160.coco_coco.json").read_text())
+    assert full["unmatched_categories"] == ["unicorn"] and full["map"] == entry["map"]
+    png = out / "float_map_my_det_160.coco_coco.pr.png"
+    assert png.stat().st_size > 5000 and str(png) in text
+    assert (accuracy.RESULTS.read_bytes() if accuracy.RESULTS.is_file() else None) == before
+
+
+def test_float_on_a_vocdevkit_uses_its_image_set(tmp_path: Path, capsys) -> None:
+    import shutil
+
+    _darknet()
+    voc = Path(accuracy.data_dir()) / "voc2012-sample"
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    ids = sorted(p.stem for p in (voc / "Annotations").glob("*.xml"))[:3]
+    for sub, ext in (("Annotations", "xml"), ("JPEGImages", "jpg")):
+        (root / sub).mkdir(parents=True)
+        for i in ids:
+            shutil.copy(voc / sub / f"{i}.{ext}", root / sub)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids[:2]) + "\n")
+    out = tmp_path / "eval"
+    rc, text, err = _main(capsys, "float", "--size", "160", "--voc", str(tmp_path / "VOCdevkit"),
+                          "--out-dir", str(out))  # fmt: skip
+    assert rc == 0, err
+    full = json.loads((out / "float_map_yolo_fastest_160.voc_voc2007.json").read_text())
+    assert full["image_set"] == "test" and full["num_images"] == 2
+    assert (out / "float_map_yolo_fastest_160.voc_voc2007.pr.png").is_file()
+    assert "not merged" in text
+
+
+def test_the_voc_sample_run_writes_its_pr_curves(tmp_path: Path, capsys) -> None:
+    _darknet()
+    rc, text, err = _main(capsys, "float", "--size", "160", "--limit", "3", "--no-save",
+                          "--out-dir", str(tmp_path))  # fmt: skip
+    assert rc == 0, err
+    assert (tmp_path / "float_map_yolo_fastest_160.voc.pr.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "float_map_yolo_fastest_160.voc.json").read_text())[
+        "num_images"] == 3  # fmt: skip
+
+
+def test_bad_options_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    cfg, weights = _darknet()
+    bad_names = tmp_path / "three.names"
+    bad_names.write_text("a\nb\nc\n")
+    cases = [
+        (["--cfg", str(cfg)], "--cfg and --weights go together"),
+        (
+            ["--cfg", str(cfg), "--weights", str(weights), "--names", str(bad_names)],
+            "has 3",
+        ),  # fmt: skip
+        (["--voc", str(tmp_path / "nope")], "no such folder"),
+        (["--voc", str(tmp_path), "--coco", str(tmp_path)], "give one dataset"),
+        (["--coco", str(tmp_path)], "no COCO annotations JSON"),
+    ]
+    for extra, expect in cases:
+        rc, _, err = _main(capsys, "float", "--size", "160", "--out-dir", str(tmp_path / "o"),
+                           *extra)  # fmt: skip
+        assert rc == 2 and err.count("\n") == 1 and expect in err, (extra, err)
+    assert not (tmp_path / "o").exists()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -495,3 +497,85 @@ def test_tud_campus_person_ap(data_dir: Path, tmp_path: Path) -> None:
     assert p["fp"] == 0 and r["num_frames"] == 30
     assert r["ap_all"] == pytest.approx(recall, abs=1e-12)
     assert r["ap_11pt"] == pytest.approx(sum(k / 10 <= recall for k in range(11)) / 11)
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO-format folders (pycocotools) and a user's VOCdevkit
+# ----------------------------------------------------------------------------------------------
+
+
+def _coco_oracle(folder: Path, keep: float = 1.0):
+    """detect_fn giving the GT boxes of each image (0-based corners, score 1), looked up by the
+    image's pixels; ``keep`` < 1 drops every other box of each image after the first."""
+    from coco_folder import COCO_NAMES
+
+    doc = json.loads(next((folder / "annotations").glob("*.json")).read_text())
+    by_cat = {c["id"]: c["name"] for c in doc["categories"]}
+    voc_of = {COCO_NAMES.get(n, n): i for i, n in enumerate(VOC_CLASSES)}
+    table = {}
+    for im in doc["images"]:
+        img = cv2.imread(str(folder / "val" / im["file_name"]))
+        rows = []
+        for a in doc["annotations"]:
+            if a["image_id"] == im["id"] and by_cat[a["category_id"]] in voc_of:
+                x, y, w, h = a["bbox"]
+                rows.append((voc_of[by_cat[a["category_id"]]], 1.0, x, y, x + w, y + h))
+        if keep < 1.0:
+            rows = rows[:1] + rows[1::2][1:]
+        table[img.tobytes()] = rows
+    return lambda image: table[image.tobytes()]
+
+
+def test_evaluate_coco_scores_an_oracle_one_and_leaves_unmatched_out(data_dir, tmp_path) -> None:
+    from coco_folder import make_coco_folder
+
+    from models.evaluate import evaluate_coco
+
+    folder = make_coco_folder(data_dir / "voc2012-sample", tmp_path / "coco", n=4)
+    png = tmp_path / "pr.png"
+    r = evaluate_coco(_coco_oracle(folder), folder, progress=False, plot_path=png)
+    assert r["map"] == pytest.approx(1.0) and r["map50"] == pytest.approx(1.0)
+    assert r["unmatched_categories"] == ["unicorn"] and r["num_images"] == 4
+    assert "airplane" not in r["per_class"] and r["category_map"]["aeroplane"] == 100
+    assert png.stat().st_size > 5000
+    assert all(e["ap50"] == pytest.approx(1.0) for e in r["per_class"].values() if e["num_gt"])
+    fewer = evaluate_coco(_coco_oracle(folder, 0.5), folder, progress=False, with_curves=False)
+    assert 0.0 < fewer["map"] < 1.0 and "curve" not in next(iter(fewer["per_class"].values()))
+    assert evaluate_coco(lambda im: [], folder, progress=False)["map"] == 0.0
+
+
+def test_find_coco_folder_layouts_and_one_line_errors(data_dir, tmp_path) -> None:
+    from coco_folder import make_coco_folder
+
+    from models.evaluate import find_coco_folder
+
+    folder = make_coco_folder(data_dir / "voc2012-sample", tmp_path / "coco", n=2)
+    ann = folder / "annotations" / "instances_val.json"
+    assert find_coco_folder(folder) == find_coco_folder(ann)
+    assert find_coco_folder(folder).images == folder / "val"
+    flat = tmp_path / "flat"  # annotations.json beside an images/ folder
+    shutil.copytree(folder / "val", flat / "images")
+    shutil.copy(ann, flat / "annotations.json")
+    assert find_coco_folder(flat).images == flat / "images"
+    shutil.copy(ann, folder / "annotations" / "instances_train.json")
+    with pytest.raises(ValueError, match="2 annotation files"):
+        find_coco_folder(folder)
+    with pytest.raises(FileNotFoundError, match="first image '000011.jpg' is in none of"):
+        find_coco_folder(flat, images=tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a COCO annotations JSON"):
+        find_coco_folder(tmp_path / "bad.json")
+
+
+def test_resolve_voc_root_takes_a_vocdevkit(tmp_path) -> None:
+    from models.evaluate import resolve_voc_root
+
+    (tmp_path / "VOCdevkit" / "VOC2007" / "Annotations").mkdir(parents=True)
+    kit = tmp_path / "VOCdevkit"
+    assert resolve_voc_root(kit) == kit / "VOC2007" == resolve_voc_root(kit / "VOC2007")
+    (kit / "VOC2012" / "Annotations").mkdir(parents=True)
+    with pytest.raises(ValueError, match="VOC2007, VOC2012: name one"):
+        resolve_voc_root(kit)
+    assert resolve_voc_root(kit, "2012") == kit / "VOC2012"
+    with pytest.raises(FileNotFoundError, match="no Annotations/"):
+        resolve_voc_root(tmp_path)

@@ -1,7 +1,14 @@
-"""Detection accuracy: PASCAL VOC mAP@0.5 and person AP on MOTChallenge clips, with PR curves.
-`readers` reads the ground truth, `metric` scores detections against it, `drivers` run a
-detector over a dataset, `plots` draws the PR curves."""
+"""Detection accuracy: PASCAL VOC mAP@0.5, person AP on MOTChallenge clips and COCO mAP
+(pycocotools) on a COCO-format folder, with PR curves. `readers` reads the ground truth,
+`metric` scores detections against it, `drivers` run a detector over a dataset, `coco` runs and
+scores one on a COCO-format folder, `plots` draws the PR curves."""
 
+from models.evaluate.coco import (
+    CocoFolder,
+    evaluate_coco,
+    find_coco_folder,
+    match_categories,
+)
 from models.evaluate.drivers import (
     DetectFn,
     Detection,
@@ -29,6 +36,7 @@ from models.evaluate.readers import (
     load_voc_ground_truth,
     parse_voc_xml,
     read_mot_gt,
+    resolve_voc_root,
     voc_image_ids,
 )
 
@@ -38,6 +46,7 @@ __all__: list[str] = [
     "PERSON_CLASS",
     "VOC_CLASSES",
     "ClassEval",
+    "CocoFolder",
     "DetectFn",
     "Detection",
     "ImageGT",
@@ -45,14 +54,18 @@ __all__: list[str] = [
     "VocObject",
     "detections_to_voc",
     "evaluate_class",
+    "evaluate_coco",
     "evaluate_detections",
     "evaluate_mot",
     "evaluate_voc",
+    "find_coco_folder",
     "iou_voc",
     "load_voc_ground_truth",
+    "match_categories",
     "parse_voc_xml",
     "plot_pr_curves",
     "read_mot_gt",
+    "resolve_voc_root",
     "save_result",
     "voc_ap",
     "voc_image_ids",

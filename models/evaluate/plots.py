@@ -11,7 +11,9 @@ import numpy as np
 
 
 def plot_pr_curves(result: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
-    """One PNG with a small PR plot per class that has GT (a single larger plot for one class).
+    """One PNG with a small PR plot per class that has GT (a single larger plot for one class):
+    a VOC result (``evaluate_voc``/``evaluate_mot``) or a COCO one (``evaluate_coco``, its
+    curves at IoU 0.5 on COCO's 101 recall points).
 
     Each panel draws the PR points stored in the result (precision at each TP) and shades the
     monotone envelope whose area is the all-points AP. Uses matplotlib's object API (no pyplot)
@@ -45,10 +47,12 @@ def plot_pr_curves(result: Mapping[str, Any], path: str | Path, title: str | Non
             ax.plot(rec, prec, linewidth=1.2, marker="." if len(rec) < 40 else None)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
-        ap_all, ap07 = e["ap_all"], e["ap_11pt"]
+        if "ap50" in e:  # a COCO result (models.evaluate.coco): its curve is at IoU 0.5
+            aps = f"AP50 {100 * (e['ap50'] or 0):.1f} / AP {100 * (e['ap'] or 0):.1f}"
+        else:
+            aps = f"AP {100 * e['ap_all']:.1f} / 11pt {100 * e['ap_11pt']:.1f}"
         ax.set_title(
-            f"{name}: AP {100 * ap_all:.1f} / 11pt {100 * ap07:.1f}\n"
-            f"{e['num_gt']} GT, {e['num_det']} det",
+            f"{name}: {aps}\n{e['num_gt']} GT, {e['num_det']} det",
             fontsize=8 if n > 1 else 10,
         )
         ax.tick_params(labelsize=7)
@@ -61,6 +65,9 @@ def plot_pr_curves(result: Mapping[str, Any], path: str | Path, title: str | Non
     m_all, m07 = result.get("map_all"), result.get("map_11pt")
     if m_all is not None and m07 is not None and n > 1:
         head += f" - mAP@0.5 {100 * m_all:.2f} (all points), {100 * m07:.2f} (11-point)"
+    elif result.get("map50") is not None:
+        head += (f" - COCO mAP@.5 {100 * result['map50']:.2f}, "
+                 f"mAP@[.5:.95] {100 * result['map']:.2f}")  # fmt: skip
     fig.suptitle(head, fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,25 @@ def voc_image_ids(voc_root: str | Path, image_set: str | None = "test") -> tuple
     return sorted(p.stem for p in ann_dir.glob("*.xml")), "all"
 
 
+def resolve_voc_root(path: str | Path, year: str | None = None) -> Path:
+    """The VOC folder (the one holding Annotations/ and JPEGImages/) of ``path``: ``path``
+    itself, or the ``VOC<year>`` folder inside a VOCdevkit (the only one, or ``year``'s)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if (root / "Annotations").is_dir():
+        return root
+    inner = sorted(p for p in root.glob("VOC*") if (p / "Annotations").is_dir())
+    if year is not None:
+        inner = [p for p in inner if p.name == f"VOC{year}"]
+    if len(inner) == 1:
+        return inner[0]
+    if not inner:
+        raise FileNotFoundError(f"{root}: no Annotations/ folder, nor a VOC20xx/ folder with "
+                                f"one (expected a VOC layout or a VOCdevkit)")  # fmt: skip
+    raise ValueError(f"{root}: holds {', '.join(p.name for p in inner)}: name one of them")
+
+
 def load_voc_ground_truth(
     voc_root: str | Path, image_ids: Sequence[str], class_names: Sequence[str] = VOC_CLASSES
 ) -> dict[str, ImageGT]:
