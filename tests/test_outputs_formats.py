@@ -289,3 +289,26 @@ def test_coco_json_is_valid_after_every_frame_and_after_a_failed_write(
     sink.write(recs[2:])
     sink.close()
     assert json.loads(path.read_text()) == recs
+
+
+def test_a_full_disk_keeps_every_image_written_whole(tmp_path, capsys, folder: Path, model,
+                                                     monkeypatch) -> None:  # fmt: skip
+    checks = {"n": 0}
+
+    def free(_folder: Path) -> int:
+        checks["n"] += 1
+        return 1 << 40 if checks["n"] <= 8 else sinks.RESERVE_BYTES  # full after a while
+
+    monkeypatch.setattr(sinks, "free_bytes", free)
+    out = tmp_path / "out"
+    rc, _, err = _run(capsys, str(folder), "--model", str(model), "--out-dir", str(out),
+                      "--formats", "all")  # fmt: skip
+    assert rc == 1 and "disk full" in err, err
+    recs = read_jsonl(out / "photos.jsonl")
+    assert 1 <= len(recs) < 4
+    for r in recs:  # every image in the JSON lines has all its outputs, whole
+        assert cv2.imread(str(out / r["file"])) is not None
+        assert parse_voc_xml(out / (Path(r["file"]).stem + ".xml")).filename == r["file"]
+    ids = {e["image_id"] for e in json.loads((out / "photos.coco.json").read_text())}
+    assert ids <= {r["image_id"] for r in recs} | {recs[-1]["image_id"] + 1}
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
