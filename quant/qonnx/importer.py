@@ -23,9 +23,10 @@ Weights: uniform signed ``Quant`` of 2..8 bits becomes the ``int`` format (narro
 full-range quantizer whose ``-2^(B-1)`` occurs takes ``B + 1`` bits), ``BipolarQuant`` and 1-bit
 ``Quant`` ``binary``, wider ones ``pow2`` when every weight is 0 or a signed power of two; an
 exported model's ``pow2det.header`` names each conv's format. Activation rounding: ``ROUND``
-(half to even) and ``HALF_UP`` (half away from zero) are taken as the contract's round half up
-(:attr:`Imported.notes` says so: exact ties may differ by one code). Anything else stops the
-import with one line naming the node and why.
+(half to even) is taken as the contract's round half up (:attr:`Imported.notes` says so: exact
+ties may differ by one code); ``HALF_UP`` (half away from zero) is the contract's rounding
+exactly on unsigned activations (qonnx clamps at 0 before it rounds), noted on signed ones.
+Anything else stops the import with one line naming the node and why.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from qonnx.custom_op.general.bipolar_quant import binary_quant
+from qonnx.custom_op.general.intquant import int_quant
 
 from quant.qonnx.common import META_FORMAT, META_HEADER, QONNX_DOMAIN, fail, same_file
 from sw.artifact import (
@@ -113,6 +116,7 @@ class _Reader:
             if not isinstance(h, dict):
                 fail(f"metadata {META_HEADER!r} is not a JSON object")
             self.header = h
+        self._weights: dict[int, _Weights] = {}
         for t in self.g.initializer:
             self.val[t.name] = ("const", numpy_helper.to_array(t))
 
@@ -180,12 +184,40 @@ class _Reader:
                 f"{self.label(n)}: rounding_mode {rounding} on an activation (the contract rounds "
                 f"to nearest, half up)"
             )
-        if not image:  # the image's rounding is pre-processing: the artifact starts at codes
+        # qonnx clamps before it rounds, so an unsigned quantizer rounds only values >= 0,
+        # where HALF_UP (half away from zero) is the contract's round half up, exactly.
+        if image:  # the image's rounding is pre-processing: the artifact starts at codes
+            pass
+        elif rounding in ("ROUND", "HALF_EVEN"):
             self.notes.add(
-                "activation Quant rounding ROUND/HALF_UP taken as the contract's round half up "
-                "(exact ties may differ by one code)"
+                "ROUND activation Quants (half to even) taken as the contract's round half up: "
+                "exact ties may differ by one code"
+            )
+        elif signed:
+            self.notes.add(
+                "signed HALF_UP activation Quants (half away from zero) taken as the contract's "
+                "round half up: exact negative ties may differ by one code"
             )
         return Quant(b, z, scale)
+
+    def weights(self, n: onnx.NodeProto) -> _Weights:
+        """The weights a Quant/BipolarQuant of a constant gives (computed once per node)."""
+        key = id(n)
+        if key not in self._weights:
+            self._weights[key] = self.weight_quant(n)
+        return self._weights[key]
+
+    def quantized_const(self, n: onnx.NodeProto) -> np.ndarray:
+        """The output of a Quant/BipolarQuant of a constant (a bias), as qonnx computes it."""
+        x = self.const(n, n.input[0], "the quantized value")
+        scale = self.const(n, n.input[1], "the scale")
+        if n.op_type == "BipolarQuant":
+            return binary_quant(x, scale)
+        zero = self.const(n, n.input[2], "the zero point")
+        bits = self.const(n, n.input[3], "the bit width")
+        return int_quant(x, scale, zero, bits, int(self.attr(n, "signed", 1)),
+                         int(self.attr(n, "narrow", 1)),
+                         str(self.attr(n, "rounding_mode", "ROUND")))  # fmt: skip
 
     def weight_quant(self, n: onnx.NodeProto) -> _Weights:
         w = self.const(n, n.input[0], "the quantized weight").astype(np.float32)
@@ -344,7 +376,7 @@ class _Reader:
             self.val[out] = ins[0]
             return
         if op in ("Quant", "BipolarQuant") and kinds[0] == "const":
-            self.val[out] = ("wq", self.weight_quant(n))
+            self.val[out] = ("wq", n)  # weights or a bias: read when its consumer says which
             return
         if op == "Quant" and kinds[0] == "input":
             if self.input_name is not None:
@@ -373,8 +405,10 @@ class _Reader:
                 self.val[out] = ("div", d0)
                 return
         if k0 == "wq" and div is not None:
-            if np.array_equal(np.broadcast_to(div.astype(np.float32).reshape(-1), d0.scale.shape),
-                              d0.scale):  # fmt: skip
+            scale = self.weights(d0).scale
+            if div.size in (1, scale.size) and np.array_equal(
+                np.broadcast_to(div.astype(np.float32).reshape(-1), scale.shape), scale
+            ):
                 self.val[out] = ("wdiv", d0)
                 return
         fail(f"{self.label(n)}: Div is understood only as (quantized tensor) / (its own scale)")
@@ -389,20 +423,21 @@ class _Reader:
             fail(f"{self.label(n)}: Round is understood only of (quantized tensor) / (its scale)")
 
     def op_Conv(self, n: onnx.NodeProto, ins: list, out: str) -> None:  # noqa: N802
-        (kx, src), (kw, wt) = ins[0], ins[1]
+        (kx, src), (kw, wnode) = ins[0], ins[1]
         exact = kx == "int" and kw == "wint"
         if not exact and not (kx == "act" and kw == "wq"):
             fail(
                 f"{self.label(n)}: Conv must read a quantized activation and Quant-ed weights "
                 f"(got {kx} and {kw})"
             )
+        wt = self.weights(wnode)
         attrs = self.conv_attrs(n, wt, self.channels(src))
         o = wt.v.shape[0]
         bias = np.zeros(o)
         if len(ins) > 2 and ins[2][0] != "none":
             kb, b = ins[2]
             if kb == "wq":  # a Quant-ed bias (Brevitas Int32 bias): its output values
-                b = b.real
+                b = self.quantized_const(b)
             elif kb != "const":
                 fail(f"{self.label(n)}: the bias must be a constant or a Quant of one")
             bias = np.asarray(b, np.float64).reshape(-1)
@@ -484,16 +519,16 @@ class _Reader:
         (k0, d0), (k1, d1) = ins
         if k0 == "ppos" and k1 == "pneg" and d0[0] is d1[0]:
             conv, mp = d0
-            self.val[out] = ("prod", ("conv", conv, mp, d1[1]))
+            self.val[out] = ("prod", ("conv", conv, mp, d1[1], "leaky"))
         elif k0 == "term" and k1 == "term":
             self.val[out] = ("sum", {"terms": [d0, d1], "relu": False})
         elif k0 == "act" and k1 == "act":
             self.val[out] = ("radd", {"srcs": [d0, d1], "relu": False})
         elif k1 == "const" and k0 in ("plin", "ppos", "prod", "sum"):
             if k0 == "plin":
-                payload = ("conv", d0[0], d0[1], d0[1])
+                payload = ("conv", d0[0], d0[1], d0[1], "linear")
             elif k0 == "ppos":
-                payload = ("conv", d0[0], d0[1], np.zeros_like(d0[1]))
+                payload = ("conv", d0[0], d0[1], np.zeros_like(d0[1]), "relu")
             elif k0 == "prod":
                 payload = d0
             else:
@@ -613,16 +648,11 @@ class _Reader:
             fail(f"{self.label(n)}: zero point {zero} outside the {bits}-bit codes")
         name = self.act_name(out)
         if payload[0] == "conv":
-            _, c, mp, mn = payload
+            _, c, mp, mn, act = payload  # the activation is the graph's structure
             bias = c.bias
             if np.any(bias != np.round(bias)) or np.abs(bias).max(initial=0) > INT32_MAX:
                 fail(f"{self.label(n)}: the exact form's bias must be 32-bit integers")
-            if np.array_equal(mp, mn):
-                c.activation = "linear"
-            elif not mn.any():
-                c.activation = "relu"
-            else:
-                c.activation = "leaky"
+            c = replace(c, activation=act)
             self.emit(out, self.conv_node(n, c, name, q, bias.astype(np.int32), mp, mn, s))
         else:
             d2 = payload[1]
