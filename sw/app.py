@@ -4,7 +4,8 @@
 
 Stages (threads, bounded queues, see ``sw/pipeline.py``): capture -> preprocess (letterbox) ->
 accelerator (the compiled plan on a backend) -> postprocess (YOLO decode + per-class NMS) ->
-output (draw; mp4, JSON lines, window or MJPEG). At the end: fps, per-stage ms per frame, a
+output (draw; mp4 or one annotated image per input image, JSON lines, the --formats files
+(COCO, MOTChallenge, VOC XML), window or MJPEG). At the end: fps, per-stage ms per frame, a
 JSON report and a timeline PNG. Every failure is one line on stderr (``error: ...``) and an exit
 status: 2 for bad input (missing input, wrong artifact, plan for another build, unwritable
 output, an output that is an input or an earlier run's), found before any output is created;
@@ -416,6 +417,10 @@ class ImageOutputs:
         dataset keys (images, categories, an empty annotations list), so pycocotools'
         ``COCO(path).loadRes(STEM.coco.json)`` loads the results against it."""
         images = [{"id": i, "file_name": n} for i, n in zip(self.ids, self.names)]
+        total = self.source.total if self.source is not None else None
+        if not images and self.kind == "video" and total:
+            # a video file's frame k under MOTChallenge's img1/ name of it (000001.jpg, ...)
+            images = [{"id": k, "file_name": f"{k:06d}.jpg"} for k in range(1, total + 1)]
         return {
             "info": {
                 "description": "shiftdet detect: ids of the COCO results file",
@@ -426,9 +431,6 @@ class ImageOutputs:
             "categories": formats.categories(names),
             "annotations": [],
         }
-
-    def close(self) -> None:
-        pass
 
 
 def _say(msg: str) -> None:

@@ -1,4 +1,6 @@
-"""Outputs of the video app: annotated mp4, JSON-lines detections, a window, an MJPEG server.
+"""Outputs of the video app: annotated mp4 or images, JSON-lines detections, the files of
+``--formats`` (COCO results JSON, MOTChallenge det.txt, VOC XML: ``sw/formats.py`` renders
+them), a window, an MJPEG server.
 
 Each sink writes frame by frame and is closed exactly once, also after an error, Ctrl-C or a
 signal: ``close()`` finalises the mp4 (its index is written then, so the file plays), and every
@@ -15,8 +17,10 @@ What survives what:
   room for the mp4 index) are still free, so the index, the report and the timeline can still
   be written; a write that fails anyway (quota, I/O error) is one line too, and a JSON line
   that was half written is cut off again, so the file never ends in half a line;
-* small files (the report, the timeline PNG) are written to a temporary file and renamed over
-  the old one: a failure leaves the earlier file as it was.
+* small files (the report, the timeline PNG, each annotated image and VOC XML) are written to
+  a temporary file and renamed over the old one: a failure leaves the earlier file as it was;
+* the COCO results file is a valid JSON list after every frame (:class:`CocoJsonSink`), the
+  det.txt holds whole lines (:class:`MotSink`), as the JSON lines do.
 """
 
 from __future__ import annotations

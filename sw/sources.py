@@ -1,4 +1,6 @@
-"""Frame sources of the video app: a video file, a camera, a stream URL or an image folder.
+"""Frame sources of the video app: a video file, a camera, a stream URL, an image folder or a
+still image (``Source.kind``: video, live, folder, image; ``Source.file_name(i)`` names an image
+input's frame ``i``, so that the app writes one annotated image per input under its name).
 
 A *file* or *folder* is read completely and in order (the pipeline never drops its frames); a
 *camera* or *stream* is live (the pipeline drops frames when it falls behind, and counts them).

@@ -9,8 +9,10 @@ compare the files with each other and with the JSON lines, never with what is in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -198,6 +200,12 @@ def test_video_keeps_mp4_and_jsonl_and_takes_coco_and_mot(tmp_path, capsys, mode
     assert sorted(set(rows[:, 0].astype(int))) == [1, 2, 3]  # 1-based frames
     ids = {e["image_id"] for e in json.loads((tmp_path / "TUD-Campus.coco.json").read_text())}
     assert ids == {1, 2, 3}
+    from pycocotools.coco import COCO  # the companion lists every frame of the file (71)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "TUD-Campus.coco-images.json"))
+        dt = gt.loadRes(str(tmp_path / "TUD-Campus.coco.json"))
+    assert len(gt.imgs) == 71 and gt.imgs[1]["file_name"] == "000001.jpg" and len(dt.anns) > 0
     rc, _, err = _run(capsys, str(clip), "--model", str(model), "--out-dir", str(tmp_path / "v"),
                       "--formats", "voc")  # fmt: skip
     assert rc == 2 and err.count("\n") == 1 and "--formats voc" in err, err
