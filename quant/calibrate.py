@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from quant.integer import INPUT
 from quant.model import QuantDetector
 
 
@@ -21,7 +22,7 @@ def calibrate_activations(
     qdet.set_act_quant(False)
     gen = torch.Generator().manual_seed(seed)
     samples: dict[int, list[Tensor]] = {}
-    producers = {n.name: n.group for n in qdet.nodes if n.op in ("conv", "add")}
+    producers = {n.name: n.group for n in qdet.nodes if n.op in ("conv", "add", "avgpool")}
     for x in batches:
         _, kept = qdet.forward_real(x, quantize=quantized_weights, keep=set(producers))
         for name, t in kept.items():
@@ -43,11 +44,13 @@ def bias_correction(qdet: QuantDetector, batches: list[Tensor]) -> None:
     """Empirical bias correction: per conv, subtract the mean (over N, H, W) of the
     pre-activation error the weight quantization adds, with the float network's inputs."""
     for n in qdet.conv_nodes():
+        if n.attrs.get("fixed"):  # given integer weights (option-A shortcuts): nothing to correct
+            continue
         a = n.attrs
         errs = []
         for x in batches:
-            _, kept = qdet.forward_real(x, quantize=False, keep={n.inputs[0]} - {"image"})
-            inp = x if n.inputs[0] == "image" else kept[n.inputs[0]]
+            _, kept = qdet.forward_real(x, quantize=False, keep={n.inputs[0]} - {INPUT})
+            inp = x if n.inputs[0] == INPUT else kept[n.inputs[0]]
             w = qdet.weight[n.name]
             wq = qdet.wq[n.name](w)
             d = torch.nn.functional.conv2d(inp, wq - w, None, a["stride"], a["pad"], 1,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from quant.integer import INPUT, INPUT_QUANT
+from quant.integer import INPUT
 from quant.model import QuantDetector
 from sw import artifact as artmod
 from sw.artifact import Artifact, Node, Output, Quant, encode_codes
@@ -59,20 +59,25 @@ def to_artifact(
         elif n.op == "maxpool":
             attrs = {k: n.attrs[k] for k in ("kernel", "stride", "pad_before", "pad_after")}
             nodes.append(Node(n.name, "maxpool", list(n.inputs), attrs, q))
+        elif n.op == "avgpool":
+            attrs = {"multiplier": int(p["multiplier"]), "shift": int(p["shift"])}
+            nodes.append(Node(n.name, "avgpool", list(n.inputs), attrs, q))
         else:
             nodes.append(Node(n.name, n.op, list(n.inputs), {}, q))
     outputs = []
-    for head, spec in zip(qdet.heads, qdet.head_specs, strict=True):
+    for head, spec in zip(qdet.heads, qdet.head_specs, strict=False):  # raw heads follow
         outputs.append(Output(head, "yolo", {
             "anchors": [[float(a), float(b)] for a, b in spec.head_anchors],
             "mask": list(spec.mask), "classes": int(spec.classes),
             "scale_x_y": float(spec.scale_x_y),
         }))  # fmt: skip
+    # A graph without YOLO heads (a classifier, QuantDetector.from_graph): raw outputs (logits).
+    outputs += [Output(h, "raw") for h in qdet.heads[len(qdet.head_specs) :]]
     art = Artifact(
         name=name,
         input_name=INPUT,
         input_shape=(3, h, w),
-        input_quant=INPUT_QUANT,
+        input_quant=qdet.input_quant,
         nodes=nodes,
         outputs=outputs,
         classes=list(classes),

@@ -37,7 +37,14 @@ from models.darknet import (
     YoloSpec,
 )
 from quant.fold import fold_batchnorm
-from quant.integer import INPUT, INPUT_QUANT, add_params, conv_params, run_int_graph
+from quant.integer import (
+    INPUT,
+    INPUT_QUANT,
+    add_params,
+    avgpool_params,
+    conv_params,
+    run_int_graph,
+)
 from quant.quantizers import ActQuantizer, WeightQuantizer, round_ste
 from sw.artifact import Quant
 
@@ -83,6 +90,7 @@ class QuantDetector(nn.Module):
         super().__init__()
         fmt = fmt or LayerFormat()
         self.cfg = model.cfg
+        self.input_quant = INPUT_QUANT
         self.act_bits = act_bits
         self.mode = "fake"
         self.nodes: list[QNode] = []
@@ -180,7 +188,14 @@ class QuantDetector(nn.Module):
         idx = {r: k for k, r in enumerate(roots)}
         for n in self.nodes:
             n.group = idx[find(group_of[n.name])]
-        self.aq = nn.ModuleList(ActQuantizer(act_bits) for _ in roots)
+        self._init_quantizers(len(roots), act_bits, head_bits, act_bits_of)
+
+    def _init_quantizers(
+        self, n_groups: int, act_bits: int, head_bits: int | None,
+        act_bits_of: Mapping[str, int] | None,
+    ) -> None:  # fmt: skip
+        """One ActQuantizer per activation group (``n.group`` set), per-node bit requests."""
+        self.aq = nn.ModuleList(ActQuantizer(act_bits) for _ in range(n_groups))
         self.by_name = {n.name: n for n in self.nodes}
         # Per-node output bits (a plan): a group takes the largest request of its members.
         requested: dict[int, int] = {}
@@ -197,6 +212,76 @@ class QuantDetector(nn.Module):
             self.aq[self.by_name[h].group].bits = head_bits
         self._int_cache: dict[str, Any] | None = None
 
+    @classmethod
+    def from_graph(
+        cls,
+        nodes: list[QNode],
+        params: Mapping[str, tuple[Any, Any]],
+        heads: list[str],
+        input_quant: Quant,
+        fmt: LayerFormat | None = None,
+        act_bits: int = 8,
+        tied: Mapping[str, str] | None = None,
+        fixed: Mapping[str, tuple[Any, Any]] | None = None,
+    ) -> QuantDetector:
+        """A quantized graph that is not a darknet cfg (the CIFAR ResNets, models.classifiers):
+        ``nodes`` in topological order (conv, add, avgpool ...), ``params`` the folded float
+        (weight, bias) numpy arrays of each trainable conv, ``heads`` the output nodes (raw
+        outputs), ``input_quant`` the input tensor's quantization.
+
+        ``tied`` maps a node to the tensor whose activation group (so quantization) it shares;
+        ``fixed`` gives convs with given integer weights and a unit weight scale that no
+        quantizer, calibration or training changes (option-A shortcuts: with a tied output
+        they are exact, docs/arithmetic.md section 7.2)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        fmt = fmt or LayerFormat()
+        self.cfg = None
+        self.input_quant = input_quant
+        self.act_bits = act_bits
+        self.mode = "fake"
+        self.nodes = list(nodes)
+        self.weight = nn.ParameterDict()
+        self.bias = nn.ParameterDict()
+        self.wq = nn.ModuleDict()
+        self.heads = list(heads)
+        self.head_specs = []
+        fixed, tied = dict(fixed or {}), dict(tied or {})
+        group: dict[str, int] = {}
+        n_groups = 0
+        for n in self.nodes:
+            if n.op == "conv":
+                w, b = fixed[n.name] if n.name in fixed else params[n.name]
+                dw = n.attrs["groups"] != 1
+                wf, wb = ("pow2", 4) if n.name in fixed else fmt.of(dw, n.name)
+                n.attrs.update(depthwise=dw, weight_format=wf, weight_bits=wb,
+                               fixed=n.name in fixed)  # fmt: skip
+                self.weight[n.name] = nn.Parameter(torch.as_tensor(w, dtype=torch.float32).clone())
+                self.bias[n.name] = nn.Parameter(torch.as_tensor(b, dtype=torch.float32).clone())
+                q = WeightQuantizer(int(w.shape[0]), wf, wb)
+                if n.name in fixed:  # unit scale: the integers are the weights themselves
+                    for t in (self.weight[n.name], self.bias[n.name], q.log2_scale):
+                        t.requires_grad_(False)
+                else:
+                    q.init_scale(self.weight[n.name])
+                self.wq[n.name] = q
+            if n.name in tied:
+                if tied[n.name] not in group:
+                    raise ValueError(f"{n.name}: tied to {tied[n.name]!r}, not an earlier node")
+                group[n.name] = group[tied[n.name]]
+            elif n.op in ("upsample", "maxpool"):
+                group[n.name] = group[n.inputs[0]]
+            else:
+                group[n.name] = n_groups
+                n_groups += 1
+            n.group = group[n.name]
+        self._init_quantizers(n_groups, act_bits, None, None)
+        return self
+
+    def is_fixed(self, name: str) -> bool:
+        """A conv whose integer weights are given (not quantized, calibrated or trained)."""
+        return bool(self.by_name[name].attrs.get("fixed"))
+
     # ------------------------------------------------------------------------------------------
     # Helpers
 
@@ -205,11 +290,11 @@ class QuantDetector(nn.Module):
 
     def group_members(self, g: int) -> list[QNode]:
         """Nodes that *produce* values in group g (conv and add: they requantize into it)."""
-        return [n for n in self.nodes if n.group == g and n.op in ("conv", "add")]
+        return [n for n in self.nodes if n.group == g and n.op in ("conv", "add", "avgpool")]
 
     def quant_of(self, name: str) -> Quant:
         if name == INPUT:
-            return INPUT_QUANT
+            return self.input_quant
         q = self.aq[self.by_name[name].group]
         z, s = q.params()
         return Quant(q.bits, z, s)
@@ -247,7 +332,7 @@ class QuantDetector(nn.Module):
     def _in_scale(self, n: QNode) -> Tensor | None:
         src = n.inputs[0]
         if src == INPUT:
-            return torch.tensor(INPUT_QUANT.scale, dtype=torch.float32)
+            return torch.tensor(self.input_quant.scale, dtype=torch.float32)
         q = self.aq[self.by_name[src].group]
         if not q.enabled:
             return None
@@ -271,6 +356,8 @@ class QuantDetector(nn.Module):
             a = n.attrs
             x = F.pad(ins[0], (a["pad_before"], a["pad_after"]) * 2, value=-float("inf"))
             return F.max_pool2d(x, a["kernel"], a["stride"])
+        elif n.op == "avgpool":
+            y = ins[0].mean(dim=(2, 3), keepdim=True)
         else:
             raise ValueError(n.op)
         return self.aq[n.group](y) if quantize else y
@@ -325,6 +412,8 @@ class QuantDetector(nn.Module):
             elif n.op == "add":
                 qa, qc = self.quant_of(n.inputs[0]), self.quant_of(n.inputs[1])
                 out[n.name] = add_params(qa, qc, qo)
+            elif n.op == "avgpool":
+                out[n.name] = avgpool_params(self.quant_of(n.inputs[0]), qo, n.attrs["area"])
             else:
                 out[n.name] = dict(q_out=qo)
         self._int_cache = out

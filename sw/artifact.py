@@ -54,19 +54,25 @@ from sw.contract.codes import (  # noqa: F401 - re-exported: the artifact's code
 )
 
 FORMAT_NAME = "pow2det.artifact"
-FORMAT_VERSION = 3  # the newest; version 3 added the pow2x2 weight format
-READ_VERSIONS = (2, 3)  # a model without pow2x2 weights is written as version 2
+FORMAT_VERSION = 4  # the newest; version 3 added pow2x2 weights, version 4 the avgpool op
+READ_VERSIONS = (2, 3, 4)  # a model is written as the lowest version that holds it
 
 
 def version_for(nodes: list[Any]) -> int:
     """The lowest version that holds these nodes, so older runtimes keep reading them."""
+    if any(n.op == "avgpool" for n in nodes):
+        return 4
     return 3 if any(n.attrs.get("weight_format") == "pow2x2" for n in nodes) else 2
+
+
+# What each version added, for the loader's refusal of a file that claims too low a version.
+VERSION_FEATURES = {3: "pow2x2 weights", 4: "an avgpool node"}
 
 
 HEADER_MEMBER = "__header__"
 UPGRADE_COMMAND = "python -m sw.artifact upgrade"
 
-OPS = ("conv", "add", "concat", "upsample", "maxpool")
+OPS = ("conv", "add", "concat", "upsample", "maxpool", "avgpool")
 ACTIVATIONS = ("linear", "relu", "leaky")
 ADD_ACTIVATIONS = ("linear", "relu")
 # Weight formats and the bit widths each supports (docs/arithmetic.md section 3).
@@ -288,6 +294,20 @@ def _conv_shape(node: Node, cin: int, h: int, w: int, in_q: Quant) -> tuple[int,
     return cout, hout, wout
 
 
+def _avgpool_shape(node: Node, c: int, h: int, w: int, in_q: Quant) -> tuple[int, int, int]:
+    """Global average pool (docs/arithmetic.md section 7.1): the sum over the map must fit a
+    32-bit accumulator and its product with the multiplier 48 bits, for every input."""
+    where = f"node {node.name!r} (avgpool)"
+    m = _int(node.attrs, "multiplier", where, 0, MULT_MAX)
+    _int(node.attrs, "shift", where, 0, SHIFT_MAX)
+    total = max(in_q.zero, in_q.qmax - in_q.zero) * h * w
+    if total > ACC_MAX:
+        _fail(f"{where}: the sum over a {h}x{w} map can reach {total} > 2^31 - 1")
+    if total * m >= 2**47:
+        _fail(f"{where}: sum x multiplier can reach {total * m} >= 2^47 (48-bit product)")
+    return c, 1, 1
+
+
 def validate(art: Artifact) -> dict[str, tuple[int, int, int]]:
     """Check every rule of docs/arithmetic.md section 12; return the shape of every tensor."""
     if not isinstance(art.name, str) or not isinstance(art.description, str):
@@ -329,7 +349,7 @@ def validate(art: Artifact) -> dict[str, tuple[int, int, int]]:
         for src in node.inputs:
             if src not in shapes:
                 _fail(f"{where}: input {src!r} is not an earlier node")
-        n_in = {"conv": 1, "upsample": 1, "maxpool": 1, "add": 2}.get(node.op)
+        n_in = {"conv": 1, "upsample": 1, "maxpool": 1, "avgpool": 1, "add": 2}.get(node.op)
         if n_in is not None and len(node.inputs) != n_in:
             _fail(f"{where}: takes {n_in} input(s), got {len(node.inputs)}")
         if node.op == "concat" and len(node.inputs) < 2:
@@ -373,6 +393,8 @@ def validate(art: Artifact) -> dict[str, tuple[int, int, int]]:
             if ho < 1 or wo < 1:
                 _fail(f"{where}: input map {h}x{w} is smaller than kernel {k}")
             shapes[node.name] = (c, ho, wo)
+        elif node.op == "avgpool":
+            shapes[node.name] = _avgpool_shape(node, c, h, w, in_q[0])
     if not art.outputs:
         _fail("the network names no outputs")
     named: set[str] = set()
@@ -459,6 +481,7 @@ OP_ATTRS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),  # fmt: skip
     "add": (("m_a", "m_b", "shift", "activation"), ()),
     "maxpool": (("kernel", "stride", "pad_before", "pad_after"), ()),
+    "avgpool": (("multiplier", "shift"), ()),
     "upsample": ((), ()),
     "concat": ((), ()),
 }
@@ -858,8 +881,12 @@ def _from_bytes(data: bytes, path: Path) -> Artifact:
     if canonical_json(header) != blob:
         _fail("header is not stored in canonical JSON form (edited file)")
     art = _parse(header, arrays, FORMAT_VERSION)
-    if header["version"] < version_for(art.nodes):
-        _fail(f"version {header['version']} file holds pow2x2 weights (version 3 and later)")
+    need = version_for(art.nodes)
+    if header["version"] < need:
+        _fail(
+            f"version {header['version']} file holds {VERSION_FEATURES[need]} "
+            f"(version {need} and later)"
+        )
     return art
 
 

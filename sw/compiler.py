@@ -267,6 +267,7 @@ def assign_engines(g: Graph) -> None:
             reason = {
                 "upsample": "upsample runs on the CPU",
                 "maxpool": "maxpool runs on the CPU",
+                "avgpool": "global average pool runs on the CPU (one sum per channel)",
                 "concat": "concat copy on the CPU",
             }[layer.kind]
         layer.engine, layer.reason = ("CPU", reason) if reason else ("PL", "")

@@ -1,8 +1,8 @@
 """The layers a plan leaves to the ARM cores, computed on (C, H, W) code arrays.
 
-Upsample, maxpool and the concats that cannot be done by addressing always run here; so does a
-convolution or add the accelerator build cannot run (compiled with ``cpu_fallback``). The
-arithmetic is ``sw.kernels``, exact like the accelerator's.
+Upsample, maxpool, the global average pool and the concats that cannot be done by addressing
+always run here; so does a convolution or add the accelerator build cannot run (compiled with
+``cpu_fallback``). The arithmetic is ``sw.kernels``, exact like the accelerator's.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class CPUOps:
             return kernels.upsample2x(x)
         if step.op == "maxpool":
             return kernels.maxpool(x, a["kernel"], a["stride"], a["pad_before"], a["pad_after"])
+        if step.op == "avgpool":
+            return kernels.avgpool(x, in_quant[0].zero, a["multiplier"], a["shift"], q.zero,
+                                   q.bits)  # fmt: skip
         if step.op == "add":
             return kernels.add(
                 x,

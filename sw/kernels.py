@@ -275,3 +275,17 @@ def maxpool(q: np.ndarray, kernel: int, stride: int, pad_before: int, pad_after:
     for u in range(1, kernel):
         np.maximum(out, cols[:, u : u + stride * (ho - 1) + 1 : stride], out=out)
     return out
+
+
+def avgpool(
+    q: np.ndarray, z_in: int, multiplier: int, shift: int, z_out: int, bits_out: int
+) -> np.ndarray:
+    """Section 7.1 global average pool of a (C, H, W) map -> (C, 1, 1), in int64: the sum of
+    the codes minus ``H * W * z_in`` (the loader bounds it by 2^31 and its product with the
+    multiplier by 2^47), round half up once, clamp."""
+    c, h, w = q.shape
+    t = q.reshape(c, h * w).sum(axis=1, dtype=np.int64) - h * w * int(z_in)
+    p = t * int(multiplier)
+    if shift > 0:
+        p = (p + (1 << (shift - 1))) >> shift
+    return np.clip(p + z_out, 0, (1 << bits_out) - 1).astype(np.uint8).reshape(c, 1, 1)

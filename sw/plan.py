@@ -55,7 +55,7 @@ class CPUStep:
     """One layer the ARM cores compute, reading and writing DDR tensors."""
 
     layer: str
-    op: str  # conv | add | concat | upsample | maxpool
+    op: str  # conv | add | concat | upsample | maxpool | avgpool
     inputs: list[str]
     node: Node  # the artifact node (attrs, quant and, for a conv, its tensors)
     reason: str

@@ -85,3 +85,23 @@ def letterbox(
     out[g.dy : g.dy + g.new_h, g.dx + g.new_w :] = PAD_CODE
     out[g.dy : g.dy + g.new_h, g.dx : g.dx + g.new_w] = resized[:, :, ::-1]  # BGR -> RGB
     return out, g
+
+
+def normalized_codes(
+    images: np.ndarray,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    zero: int,
+    scale: float,
+    bits: int = 8,
+) -> np.ndarray:
+    """Classifier input (docs/arithmetic.md section 2.1): uint8 RGB images (N, H, W, 3) ->
+    the codes (N, 3, H, W) of the per-channel normalised pixels ``(x / 255 - mean) / std``,
+    quantized per tensor with ``(bits, zero, scale)``: ``clamp(rint(x_n / scale) + zero)``.
+    Real zero is the code ``zero``, so the convolutions' zero padding stays exact. float32
+    throughout (one definition, shared by quant/ and the board)."""
+    x = images.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    q = np.rint(x / np.float32(scale)) + np.float32(zero)
+    q = np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
+    return np.ascontiguousarray(q.transpose(0, 3, 1, 2))

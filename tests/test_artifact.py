@@ -267,7 +267,7 @@ def test_pickled_member_is_refused(saved: Path) -> None:
 
 
 HEADER_EDITS: list[tuple[str, Callable[[dict, dict], None], str]] = [
-    ("wrong version", lambda h, a: h.update(version=4), "version 4 is not supported"),
+    ("wrong version", lambda h, a: h.update(version=5), "version 5 is not supported"),
     ("version as a string", lambda h, a: h.update(version="2"), "version '2' is not supported"),
     ("other format", lambda h, a: h.update(format="onnx"), "not a pow2det.artifact"),
     ("missing tensor", lambda h, a: a.pop("pw3.bias"), "'pw3.bias' is listed but missing"),

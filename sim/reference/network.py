@@ -52,6 +52,8 @@ def run_node(
             x, w_out, strip_width, k, st, p0, tiling.MAXPOOL_PAD,
             lambda win: ops.maxpool(win, k, st, p0, p1, pad_cols=(0, 0)),
         )  # fmt: skip
+    if node.op == "avgpool":  # global: one strip is the whole map (it runs on the CPU)
+        return ops.avgpool(x, in_quant[0].zero, a["multiplier"], a["shift"], q.zero, q.bits)
     raise ValueError(f"unknown op {node.op!r}")
 
 

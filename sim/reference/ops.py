@@ -132,3 +132,13 @@ def maxpool(
             out = np.maximum(out, tap)
     assert out.min(initial=0) >= 0, "a maxpool window without any in-map tap"
     return out.astype(np.uint8)
+
+
+def avgpool(
+    q: np.ndarray, z_in: int, multiplier: int, shift: int, z_out: int, bits_out: int
+) -> np.ndarray:
+    """Section 7.1: global average pool, the exact sum of ``q - z_in`` over the map times one
+    multiplier, rounded once (``round_shift``) and clamped; output (C, 1, 1)."""
+    t = (q.astype(np.int64) - z_in).sum(axis=(1, 2), keepdims=True)
+    r = round_shift(t * np.int64(multiplier), shift)
+    return np.clip(z_out + r, 0, (1 << bits_out) - 1).astype(np.uint8)

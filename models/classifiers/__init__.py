@@ -1,0 +1,1 @@
+"""CIFAR-10 ResNet classifiers (models.classifiers.resnet_cifar)."""
