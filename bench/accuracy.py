@@ -295,6 +295,8 @@ def load_model(args: argparse.Namespace) -> tuple[Any, str, str, list[str], str 
     if args.what == "float":
         from quant.zoo import class_names, source
 
+        if args.model and (args.cfg or args.weights):
+            raise EvalError("--model or --cfg/--weights: give one model")
         src = source(None if args.cfg or args.weights else args.model or "yolo-fastest-voc",
                      args.cfg, args.weights, args.names)  # fmt: skip
         names = class_names(src) if not src.builtin else list(VOC_CLASSES)

@@ -189,6 +189,10 @@ def test_bad_options_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
             ["--cfg", str(cfg), "--weights", str(weights), "--names", str(bad_names)],
             "has 3",
         ),  # fmt: skip
+        (
+            ["--model", "yolo-fastest-voc", "--cfg", str(cfg), "--weights", str(weights)],
+            "give one model",
+        ),  # fmt: skip
         (["--voc", str(tmp_path / "nope")], "no such folder"),
         (["--voc", str(tmp_path), "--coco", str(tmp_path)], "give one dataset"),
         (["--coco", str(tmp_path)], "no COCO annotations JSON"),
