@@ -169,15 +169,24 @@ def check_eval(args: argparse.Namespace) -> None:
              f"{args.names} lists {len(args.class_names)} others (drop --eval)")  # fmt: skip
 
 
-def evaluate_artifact(art: Any) -> dict[str, float]:
-    """VOC-sample mAP of an artifact, run by the exact torch integer mode."""
+def pr_curve_path(out: Path) -> Path:
+    """Where --eval draws the PR curves of an artifact: beside it, ``<out>.voc.pr.png``."""
+    return Path(str(out) + ".voc.pr.png")
+
+
+def evaluate_artifact(
+    art: Any, plot_path: Path | None = None, limit: int | None = None
+) -> dict[str, float]:
+    """VOC-sample mAP of an artifact (its first ``limit`` images), run by the exact torch
+    integer mode; with ``plot_path`` its per-class precision-recall curves are drawn there."""
     from models.detect import artifact_detect_fn
     from models.evaluate import evaluate_voc
     from models.paths import data_dir
     from quant.integer import integer_runner
 
     detect = artifact_detect_fn(art, runner=integer_runner())
-    r = evaluate_voc(detect, data_dir() / "voc2012-sample", with_curves=False)
+    r = evaluate_voc(detect, data_dir() / "voc2012-sample", limit=limit, plot_path=plot_path,
+                     with_curves=plot_path is not None)  # fmt: skip
     return {"map": r["map_all"], "map_11pt": r["map_11pt"]}
 
 
@@ -210,12 +219,13 @@ def finish(
     art = to_artifact(qdet, args.size, **kw)  # validated, not yet written
     if args.eval:
         t0 = time.perf_counter()
-        m = evaluate_artifact(art)
+        m = evaluate_artifact(art, pr_curve_path(args.out))
         metadata["measured"] = {
             "voc_sample_map_all": m["map"], "voc_sample_map_11pt": m["map_11pt"],
             "dataset": "data/voc2012-sample, 100 images (probably in the training set)",
             "input": f"{args.size}x{args.size} letterbox, conf 0.005, NMS 0.45",
             "eval_seconds": round(time.perf_counter() - t0, 1),
+            "pr_curves": pr_curve_path(args.out).name,
         }  # fmt: skip
     metadata["total_seconds"] = round(time.perf_counter() - t_start, 1)
     art.metadata = metadata

@@ -132,3 +132,16 @@ def test_cost_model_by_path_equals_the_builtin(user_model: dict[str, Path]) -> N
     mine = cost_model(source(cfg=user_model["cfg"], weights=user_model["weights"]), size=128)
     builtin = cost_model(MODEL, size=128)
     assert mine.layers == builtin.layers
+
+
+def test_eval_draws_the_pr_curves(tmp_path: Path) -> None:
+    """--eval's VOC-sample score comes with its precision-recall figure beside the artifact."""
+    from quant import ptq
+    from quant.cli import evaluate_artifact, pr_curve_path
+
+    out = tmp_path / "m.npz"
+    ptq.main(["--model", MODEL, "--out", str(out), *PTQ])
+    png = pr_curve_path(out)
+    m = evaluate_artifact(artmod.load(out), png, limit=3)
+    assert 0.0 <= m["map"] <= 1.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
