@@ -64,9 +64,12 @@ def _run_qonnx(model: onnx.ModelProto, art: Artifact, img: np.ndarray, clean: bo
     return {n.name: _codes(ctx[n.name], n.quant) for n in art.nodes}
 
 
-def _check_exact(art: Artifact, seed: int, clean: bool = False) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, art.input_quant.qmax + 1, art.input_shape).astype(np.uint8)
+def _check_exact(
+    art: Artifact, seed: int, clean: bool = False, img: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    if img is None:
+        rng = np.random.default_rng(seed)
+        img = rng.integers(0, art.input_quant.qmax + 1, art.input_shape).astype(np.uint8)
     want = run_network(art, img, keep_all=True)
     got = _run_qonnx(export_model(art), art, img, clean)
     assert got, "nothing compared"
@@ -511,3 +514,54 @@ def test_random_conv_depthwise_export_import() -> None:
     art = Artifact("dw", "image", (5, 9, 7), inq, [n], [Output("dw")])
     _check_exact(art, 13)
     assert _digest(import_model(export_model(art)).artifact) == _digest(art)
+
+
+# ---------------------------------------------------------------------------------------------
+# the global average pool (classifiers: conv body, avgpool, a 1x1 conv as the linear layer)
+
+
+def _pool_net(rng: np.random.Generator, multiplier: int, shift: int) -> Artifact:
+    """The image (64 channels of 2x2) averaged: ``round_shift(sum * M, S)``; with M = 1, S = 2
+    a quarter of the channels are exact ties; then a 1x1 conv as the fully connected layer."""
+    inq = Quant(8, 0, float(np.float32(1 / 255)))
+    q = Quant(8, 3, float(np.float32(inq.scale * 4 * 2.0**shift / multiplier / 4)))
+    pool = Node("pool", "avgpool", ["image"], {"multiplier": multiplier, "shift": shift}, q)
+    fc = random_conv(rng, "fc", "pool", (64, 1, 1), q, out_channels=10, kernel=1,
+                     weight_format="pow2", weight_bits=4, activation="linear")  # fmt: skip
+    return Artifact("cls", "image", (64, 2, 2), inq, [pool, fc], [Output("fc")],
+                    classes=[f"c{i}" for i in range(10)])  # fmt: skip
+
+
+def test_export_avgpool_classifier_exact_with_ties_and_round_trip() -> None:
+    rng = np.random.default_rng(31)
+    art = _pool_net(rng, 1, 2)
+    img = rng.integers(0, 256, art.input_shape).astype(np.uint8)
+    total = img.astype(np.int64).sum(axis=(1, 2))
+    assert int((total % 4 == 2).sum()) >= 8, "the case must hold ties (seed 31)"
+    _check_exact(art, 31, img=img)
+    assert _digest(import_model(export_model(art)).artifact) == _digest(art)
+    _check_exact(_pool_net(rng, 40961, 18), 32)
+
+
+def test_import_brevitas_global_average_pool() -> None:
+    """Conv + Relu + Quant, GlobalAveragePool + Quant, a 1x1 conv head: power-of-two scales
+    over an 8x8 map make the float graph exact, so the emulator equals qonnx code for code."""
+    b = _Brevitas(np.random.default_rng(33), shape=(3, 8, 8))
+    x = b.image()
+    c1 = b.conv(x, "c1", cout=6, out_scale=2.0**-3)
+    b.nodes.append(helper.make_node("GlobalAveragePool", [c1], ["gap"], name="gap"))
+    b.ch["pool"] = 6
+    pool = b.quant("gap", "pool", 2.0**-4, 0, 8)
+    head = b.conv(pool, "head", cout=4, k=1, act="relu", out_scale=2.0**-3)
+    model = b.model([head])
+    art = import_model(model).artifact
+    assert [n.op for n in art.nodes] == ["conv", "avgpool", "conv"]
+    assert art.nodes[1].attrs == {"multiplier": 32768, "shift": 20}  # 2^-3 / (64 * 2^-4) = 2^-5
+    rng = np.random.default_rng(34)
+    mw = ModelWrapper(model).transform(InferShapes())
+    for _ in range(3):
+        img = rng.integers(0, 256, art.input_shape).astype(np.uint8)
+        ctx = execute_onnx(mw, {"inp": _real(img, art.input_quant)}, return_full_exec_context=True)
+        ref = run_network(art, img, keep_all=True)
+        for n, t in zip(art.nodes, ["c1", "pool", "head"], strict=True):
+            np.testing.assert_array_equal(ref[n.name], _codes(ctx[t], n.quant), err_msg=n.name)

@@ -19,6 +19,8 @@ Each conv and add recomputes the contract's integers from those tensors, exactly
   ``(q - z) * 2^S`` into ``(q - z) * s`` (exact: a power-of-two rescaling);
 - the residual add likewise: ``M_a * (a - z_a) + M_c * (c - z_c)`` in float64, ``Relu`` for a relu
   add, then the same ``Add``/``Quant``/``Mul`` tail;
+- the global average pool likewise: ``ReduceSum`` of ``q - z`` in float64, ``Mul`` by its
+  multiplier, the same tail;
 - concat, upsample (``Resize`` nearest, asymmetric, floor) and maxpool (``MaxPool``, whose padding
   is ignored as the contract's is) work on the real values directly: they copy codes.
 
@@ -219,6 +221,17 @@ def _add(g: _Graph, n: Node, srcs: list[str], quants: list[Quant]) -> None:
     g.requant_tail(n, pre, np.array(a["shift"]), ())
 
 
+def _avgpool(g: _Graph, n: Node, src: str, in_q: Quant) -> None:
+    """Section 7.1: the exact sum of ``q - z`` over the map (float64: |sum * M| < 2^47), times
+    the multiplier, then the requantization tail with the node's one shift."""
+    d = g.op("Cast", [g.integer(src, in_q)], f"{n.name}/in_double", to=TensorProto.DOUBLE)
+    axes = g.const(f"{n.name}/axes", np.array([2, 3], np.int64))
+    total = g.op("ReduceSum", [d, axes], f"{n.name}/sum", keepdims=1)
+    m = g.const(f"{n.name}/multiplier", np.float64(n.attrs["multiplier"]))
+    pre = g.op("Mul", [total, m], f"{n.name}/product")
+    g.requant_tail(n, pre, np.array(n.attrs["shift"]), ())
+
+
 def export_model(art: Artifact) -> onnx.ModelProto:
     """``art`` (validated here) as a QONNX model; :class:`QonnxError` (one line) if it cannot be
     exported bit-exactly."""
@@ -248,6 +261,8 @@ def export_model(art: Artifact) -> onnx.ModelProto:
             _conv(g, n, src[0], art.quant_of(n.inputs[0]))
         elif n.op == "add":
             _add(g, n, src, [art.quant_of(s) for s in n.inputs])
+        elif n.op == "avgpool":
+            _avgpool(g, n, src[0], art.quant_of(n.inputs[0]))
         elif n.op == "concat":
             g.op("Concat", src, n.name, axis=1)
         elif n.op == "upsample":

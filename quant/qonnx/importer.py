@@ -13,7 +13,8 @@ upsample or maxpool result becomes a real activation again. Two forms of layer a
 - **float** (Brevitas-style QONNX): ``Conv`` on a real activation with ``Quant``-ed weights
   (per-output-channel or per-tensor scale, zero point 0, signed; ``BipolarQuant`` for binary) and
   a float or ``Quant``-ed bias, optionally ``Relu``/``LeakyRelu``, then an activation ``Quant``;
-  ``Add`` of two activations then a ``Quant`` (``Relu`` between for a relu add). The constants
+  ``Add`` of two activations then a ``Quant`` (``Relu`` between for a relu add);
+  ``GlobalAveragePool`` then a ``Quant`` (``M, S`` from ``s_in / (H W s_out)``). The constants
   are chosen as ``quant/`` chooses them (``sw.contract.requant``): ``bias = round(b / (s_in
   s_w))``, ``M, S`` from ``s_in s_w / s_out``. Exact when the scales are powers of two and the
   bias lies on the accumulator grid (Brevitas POWER_OF_TWO scaling, Int32 bias); otherwise the
@@ -60,7 +61,7 @@ from sw.artifact import (
     save,
     validate,
 )
-from sw.contract.requant import add_constants, conv_constants
+from sw.contract.requant import add_constants, conv_constants, quantize_multiplier
 
 ROUNDINGS = ("ROUND", "HALF_EVEN", "HALF_UP")  # of activation quantizers: all "nearest"
 PASS_THROUGH = ("Identity", "Dropout")
@@ -323,18 +324,21 @@ class _Reader:
         return {"out_channels": o, "kernel": kh, "stride": st[0], "pad": pads[0], "groups": group}
 
     def channels(self, name: str) -> int:
-        """Channels of an activation: the graph so far validated as an artifact (which also
+        return self.shape(name)[0]
+
+    def shape(self, name: str) -> tuple[int, int, int]:
+        """(C, H, W) of an activation: the graph so far validated as an artifact (which also
         names the first node that breaks a rule)."""
         if name == self.input_name:
             assert self.input_shape is not None
-            return self.input_shape[0]
+            return self.input_shape
         if self._shapes_at != len(self.nodes):
             try:
                 self._shapes = validate(self.artifact([Output(self.nodes[-1].name)]))
             except ArtifactError as e:
                 fail(f"the imported graph is not a valid artifact: {e}")
             self._shapes_at = len(self.nodes)
-        return self._shapes[name][0]
+        return self._shapes[name]
 
     def run(self) -> Imported:
         self.graph_input()
@@ -391,7 +395,8 @@ class _Reader:
         if handler is None:
             fail(
                 f"{self.label(n)}: op {op} is not supported (the contract has Conv, Add, Concat, "
-                f"Resize/nearest x2, MaxPool, Relu, LeakyRelu and QONNX Quant/BipolarQuant)"
+                f"Resize/nearest x2, MaxPool, GlobalAveragePool, Relu, LeakyRelu and QONNX "
+                f"Quant/BipolarQuant)"
             )
         handler(n, ins, out)
 
@@ -510,6 +515,9 @@ class _Reader:
         elif k0 == "intd":
             m = self.multiplier(n, n.input[1], 1)
             self.val[out] = ("term", (d0, int(m[0])))
+        elif k0 == "psum":
+            m = self.multiplier(n, n.input[1], 1)
+            self.val[out] = ("pprod", (d0, int(m[0])))
         elif k0 == "req":
             self.finish_exact(n, d0, out)
         else:
@@ -524,13 +532,15 @@ class _Reader:
             self.val[out] = ("sum", {"terms": [d0, d1], "relu": False})
         elif k0 == "act" and k1 == "act":
             self.val[out] = ("radd", {"srcs": [d0, d1], "relu": False})
-        elif k1 == "const" and k0 in ("plin", "ppos", "prod", "sum"):
+        elif k1 == "const" and k0 in ("plin", "ppos", "prod", "sum", "pprod"):
             if k0 == "plin":
                 payload = ("conv", d0[0], d0[1], d0[1], "linear")
             elif k0 == "ppos":
                 payload = ("conv", d0[0], d0[1], np.zeros_like(d0[1]), "relu")
             elif k0 == "prod":
                 payload = d0
+            elif k0 == "pprod":
+                payload = ("avgpool", *d0)
             else:
                 payload = ("add", d0)
             self.val[out] = ("half", (payload, self.const(n, n.input[1], "the rounding offset")))
@@ -558,6 +568,13 @@ class _Reader:
             act = "relu" if d["relu"] else "linear"
             self.emit(out, Node(name, "add", [a, c], {"m_a": m_a, "m_b": m_b, "shift": sh,
                                                       "activation": act}, q))  # fmt: skip
+        elif k == "rpool":
+            c, h, w = self.shape(d)
+            try:
+                m, sh = quantize_multiplier(self.quants[d].scale / (h * w * q.scale))
+            except ValueError as e:
+                fail(f"{self.label(n)}: {e}")
+            self.emit(out, Node(name, "avgpool", [d], {"multiplier": m, "shift": sh}, q))
         elif k == "act" and q.same_as(self.quants[d]):
             self.val[out] = ins[0]  # a re-quantization to the same parameters changes nothing
         else:
@@ -654,6 +671,9 @@ class _Reader:
                 fail(f"{self.label(n)}: the exact form's bias must be 32-bit integers")
             c = replace(c, activation=act)
             self.emit(out, self.conv_node(n, c, name, q, bias.astype(np.int32), mp, mn, s))
+        elif payload[0] == "avgpool":
+            _, src, m = payload
+            self.emit(out, Node(name, "avgpool", [src], {"multiplier": m, "shift": int(s[0])}, q))
         else:
             d2 = payload[1]
             (a, m_a), (c2, m_b) = d2["terms"]
@@ -661,6 +681,21 @@ class _Reader:
             self.emit(out, Node(name, "add", [a, c2], {"m_a": m_a, "m_b": m_b,
                                                        "shift": int(s[0]), "activation": act},
                                 q))  # fmt: skip
+
+    def op_ReduceSum(self, n: onnx.NodeProto, ins: list, out: str) -> None:  # noqa: N802
+        k, d = ins[0]
+        axes = self.const(n, n.input[1], "the axes") if len(n.input) > 1 else None
+        if (k == "intd" and axes is not None and sorted(axes.ravel().tolist()) == [2, 3]
+                and int(self.attr(n, "keepdims", 1))):  # fmt: skip
+            self.val[out] = ("psum", d)
+        else:
+            fail(f"{self.label(n)}: ReduceSum only of integers over the map (a global pool)")
+
+    def op_GlobalAveragePool(self, n: onnx.NodeProto, ins: list, out: str) -> None:  # noqa: N802
+        k, d = ins[0]
+        if k != "act":
+            fail(f"{self.label(n)}: GlobalAveragePool only of a quantized activation")
+        self.val[out] = ("rpool", d)
 
     def op_Concat(self, n: onnx.NodeProto, ins: list, out: str) -> None:  # noqa: N802
         if int(self.attr(n, "axis", 1)) != 1 or any(k != "act" for k, _ in ins):
@@ -729,15 +764,16 @@ class _Reader:
             names.append(d)
         outputs = [Output(nm) for nm in names]
         hdr_out = self.header.get("outputs") if self.header else None
-        if isinstance(hdr_out, list) and [o.get("node") for o in hdr_out] == names:
+        matched = isinstance(hdr_out, list) and [o.get("node") for o in hdr_out] == names
+        if matched:
             outputs = [
                 Output(o["node"], o.get("kind", "raw"),
                        {k: v for k, v in o.items() if k not in ("node", "kind")})
                 for o in hdr_out
             ]  # fmt: skip
         art = self.artifact(outputs)
-        if not any(o.kind == "yolo" for o in outputs):
-            art.classes = []  # class names belong to detection heads
+        if not matched:  # class names go with the outputs they name (yolo heads, logits)
+            art.classes = []
         try:
             validate(art)
         except ArtifactError as e:
