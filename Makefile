@@ -156,6 +156,10 @@ demo:
 bench-sw:
 	$(RUN) $(VPY) bench/runtime.py
 
+# Top-1 of the CIFAR-10 ResNets (float + committed artifacts) -> bench/results/classifiers.json
+bench-classifiers:
+	$(RUN) $(VPY) bench/classifiers.py
+
 # Accuracy of the float detectors and of every committed artifact -> bench/results/accuracy.json
 # and the table in docs/accuracy.md (about 30 minutes on 2 cores; TUD person AP measured by
 # `bench/accuracy.py artifact PATH --mot` stays while the file is unchanged).

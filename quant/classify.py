@@ -104,8 +104,9 @@ def option_a_weights(cin: int, cout: int) -> np.ndarray:
     return w
 
 
-def build_graph(net: ResNetCifar) -> dict[str, Any]:
-    """The ResNet as QNodes with BN folded: the arguments of QuantDetector.from_graph."""
+def build_graph(net: ResNetCifar, size: int = 32) -> dict[str, Any]:
+    """The ResNet as QNodes with BN folded: the arguments of QuantDetector.from_graph.
+    ``size``: the input's height and width (the pool's constants depend on the final map)."""
     nodes: list[QNode] = []
     params: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     fixed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -135,7 +136,8 @@ def build_graph(net: ResNetCifar) -> dict[str, Any]:
                 tied[sc] = x  # same quantization as its input: exact (section 7.2)
             nodes.append(QNode(f"{p}add", "add", [h, sc], len(nodes), {"activation": "relu"}))
             x, cin = f"{p}add", planes
-    nodes.append(QNode("pool", "avgpool", [x], len(nodes), {"area": FINAL_AREA}))
+    area = FINAL_AREA if size == 32 else (-(-size // 4)) ** 2  # two stride-2 stages
+    nodes.append(QNode("pool", "avgpool", [x], len(nodes), {"area": area}))
     fc = conv("fc", "pool", len(CLASSES), 1, 1, "linear")
     w = net.linear.weight.detach().float().numpy()[:, :, None, None].copy()
     params[fc] = (w, net.linear.bias.detach().float().numpy().copy())
@@ -150,8 +152,10 @@ def layer_format(weights: str) -> LayerFormat:
     raise ValueError(f"unknown weight scheme {weights!r}")
 
 
-def build_quant(net: ResNetCifar, weights: str = "pow2", act_bits: int = 8) -> QuantDetector:
-    g = build_graph(net)
+def build_quant(
+    net: ResNetCifar, weights: str = "pow2", act_bits: int = 8, size: int = 32
+) -> QuantDetector:
+    g = build_graph(net, size)
     return QuantDetector.from_graph(
         g["nodes"], g["params"], g["heads"], input_quant(), layer_format(weights), act_bits,
         tied=g["tied"], fixed=g["fixed"],
@@ -162,12 +166,14 @@ def logits_real(qdet: QuantDetector, x: Tensor, quantize: bool) -> Tensor:
     return qdet.forward_real(x, quantize)[0][0].flatten(1)
 
 
-def export_artifact(qdet: QuantDetector, model: str, tag: str, meta: dict[str, Any]) -> Artifact:
+def export_artifact(
+    qdet: QuantDetector, model: str, tag: str, meta: dict[str, Any], size: int = 32
+) -> Artifact:
     return to_artifact(
-        qdet, 32, name=f"{model}-cifar10-{tag}", classes=list(CLASSES),
+        qdet, size, name=f"{model}-cifar10-{tag}", classes=list(CLASSES),
         description=f"{model} (akamaster CIFAR-10), {tag}; input: normalised RGB, see metadata",
         metadata={"preprocess": {"mean": list(MEAN), "std": list(STD), "layout": "RGB",
-                                 "size": [32, 32]}, **meta},
+                                 "size": [size, size]}, **meta},
     )  # fmt: skip
 
 

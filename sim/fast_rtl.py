@@ -48,9 +48,23 @@ def _verilator() -> str:
     return str(exe) if exe.exists() else "verilator"
 
 
+# Executables already built or found in this process, by configuration: generating the Verilog
+# to hash it takes tens of seconds, and a test session starts many backends on one config.
+_BUILT: dict[str, Path] = {}
+
+
 def build(cfg: AccelConfig = DEFAULT_CONFIG) -> Path:
-    """The harness executable for ``cfg`` (cached by a hash of the Verilog and the harness)."""
+    """The harness executable for ``cfg`` (cached by a hash of the Verilog and the harness,
+    and within the process by the configuration)."""
     cfg_json = json.dumps(cfg.as_dict(), sort_keys=True)
+    key = cfg_json + HARNESS.read_text()
+    if key in _BUILT and _BUILT[key].exists():
+        return _BUILT[key]
+    _BUILT[key] = exe = _build(cfg, cfg_json)
+    return exe
+
+
+def _build(cfg: AccelConfig, cfg_json: str) -> Path:
     vdir = BUILD / "verilog" / hashlib.sha256(cfg_json.encode()).hexdigest()[:12]
     vfile = generate(cfg, vdir / f"{TOP}.v")
     h = hashlib.sha256(vfile.read_bytes() + HARNESS.read_bytes())

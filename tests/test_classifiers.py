@@ -24,6 +24,7 @@ from models.classifiers.resnet_cifar import (
     normalize,
 )
 from quant import classify
+from quant.calibrate import calibrate_activations
 from quant.integer import ArtifactNet, run_int_op
 from sim.reference import ops, run_network
 from sw import artifact as artmod
@@ -339,6 +340,46 @@ def test_committed_artifacts_load_and_run_on_emu(path: Path) -> None:
     plan = compile_model(art, DEFAULT_CONFIG)
     with EmuBackend(plan) as be:
         np.testing.assert_array_equal(be.run(img)["fc"], run_network(art, img)["fc"])
+
+
+def _mini_resnet_artifact() -> tuple[Artifact, np.ndarray]:
+    """A ResNet-8 (one block a stage: both option-A shortcuts, pool, linear) with seeded random
+    weights and BN statistics at 16x16, calibrated on seeded random images: a whole classifier
+    small enough for the RTL in the default suite."""
+    from models.classifiers.resnet_cifar import ResNetCifar
+
+    torch.manual_seed(SEED)
+    net = ResNetCifar(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    q = classify.build_quant(net, size=16)
+    rng = np.random.default_rng(SEED)
+    imgs = rng.integers(0, 256, (12, 16, 16, 3)).astype(np.uint8)
+    calibrate_activations(q, [classify.real_of(classify.codes_of(imgs[:8]))])
+    return classify.export_artifact(q, "resnet8", "test", {}, size=16), imgs[8:]
+
+
+@pytest.mark.timeout(1800)  # the first call may build the Verilator model
+def test_fast_rtl_mini_classifier_bit_exact() -> None:
+    """Default suite: every layer kind of the ResNets (3x3 convs, stride-2 option-A shortcut
+    convs, relu adds, the linear 1x1 conv on the PL; the pool on the CPU) on the RTL under the
+    board's driver, equal to sim.reference and the emulator."""
+    fast_rtl = pytest.importorskip("sim.fast_rtl")
+    art, imgs = _mini_resnet_artifact()
+    assert art.shapes()["pool"] == (64, 1, 1)
+    plan = compile_model(art, DEFAULT_CONFIG)
+    codes = classify.codes_of(imgs[:2])
+    with fast_rtl.FastRtlBackend(plan) as be, EmuBackend(plan) as emu:
+        for i, img in enumerate(codes):
+            want = run_network(art, img)["fc"]
+            assert len(np.unique(want)) > 2, "a degenerate output would hide errors"
+            np.testing.assert_array_equal(be.run(img)["fc"], want, err_msg=f"RTL image {i}")
+            np.testing.assert_array_equal(emu.run(img)["fc"], want, err_msg=f"emu image {i}")
 
 
 @needs_data
