@@ -6,6 +6,7 @@ computes, and what the contract cannot hold is refused with one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import onnx
@@ -267,6 +268,31 @@ def test_export_import_round_trip(seed: int) -> None:
     back = import_model(export_model(art))
     assert back.notes == []
     assert _digest(back.artifact) == _digest(art)
+
+
+def test_import_after_qonnx_cleanup_gives_the_same_model_renamed() -> None:
+    """qonnx's cleanup renames every tensor; the import still gives the same nodes, formats,
+    constants, quantizations and outputs (the code formats ride in each Conv's doc string)."""
+    rng = np.random.default_rng(41)
+    art = random_network(rng, height=16, width=12, act_bits=8, depthwise_format="int",
+                         dense_format="pow2x2")  # fmt: skip
+    cleaned = cleanup_model(ModelWrapper(export_model(art))).model
+    back = import_model(cleaned).artifact
+    assert back.classes == art.classes
+
+    def content(a: Artifact) -> list[tuple]:  # every node but its name and inputs' names
+        return sorted(
+            (n.op, json.dumps(n.attrs, sort_keys=True), n.quant.to_json().items().__repr__(),
+             tuple((r, t.dtype.str, t.tobytes()) for r, t in sorted(n.tensors.items())))
+            for n in a.nodes
+        )  # fmt: skip
+
+    assert content(back) == content(art)  # qonnx's cleanup may also reorder the nodes
+    img = rng.integers(0, 256, art.input_shape).astype(np.uint8)
+    want, got = run_network(art, img), run_network(back, img)
+    for o, p in zip(art.outputs, back.outputs, strict=True):
+        np.testing.assert_array_equal(got[p.node], want[o.node])
+    assert [(o.kind, o.attrs) for o in back.outputs] == [(o.kind, o.attrs) for o in art.outputs]
 
 
 def test_round_trip_through_files_and_the_command_line(tmp_path, capsys) -> None:  # noqa: ANN001

@@ -24,6 +24,7 @@ META_FORMAT = "pow2det.format"  # "pow2det.artifact version N": the artifact for
 META_DIGEST = "pow2det.digest"  # the artifact's content digest (sw.artifact.content_digest)
 META_HEADER = "pow2det.header"  # JSON: what the graph cannot hold (names, outputs, code formats)
 META_BOUND = "pow2det.exact_bound"  # the exactness bound the export was checked under
+CONV_DOC_PREFIX = "pow2det conv "  # + JSON {weight_format, weight_bits[, leaky_slope]}
 
 
 class QonnxError(ValueError):

@@ -25,9 +25,9 @@ Each conv and add recomputes the contract's integers from those tensors, exactly
   is ignored as the contract's is) work on the real values directly: they copy codes.
 
 ``metadata_props`` carry the artifact's digest and format version, the bound, and what a graph
-cannot hold (the model's name and description, class names, output kinds and anchors, each conv's
-code format and leaky slope) as JSON, so that :mod:`quant.qonnx.importer` gives back the same
-artifact.
+cannot hold (the model's name and description, class names, output kinds and anchors) as JSON,
+and each ``Conv``'s doc string its code format and leaky slope, so that
+:mod:`quant.qonnx.importer` gives back the same artifact.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quant.qonnx.common import (
+    CONV_DOC_PREFIX,
     FLOAT32_EXACT,
     META_BOUND,
     META_DIGEST,
@@ -108,10 +109,18 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), self.name(name)))
         return name
 
-    def op(self, op_type: str, inputs: list[str], out: str, domain: str = "", **attrs: object
-           ) -> str:  # fmt: skip
+    def op(self, op_type: str, inputs: list[str], out: str, domain: str = "", doc: str = "",
+           **attrs: object) -> str:  # fmt: skip
         self.nodes.append(
-            helper.make_node(op_type, inputs, [self.name(out)], name=out, domain=domain, **attrs)
+            helper.make_node(
+                op_type,
+                inputs,
+                [self.name(out)],
+                name=out,
+                domain=domain,
+                doc_string=doc or None,
+                **attrs,
+            )  # fmt: skip
         )
         return out
 
@@ -184,10 +193,13 @@ def _conv(g: _Graph, n: Node, src: str, in_q: Quant) -> None:
                  f"{n.name}/weight_int")  # fmt: skip
     bias = g.const(f"{n.name}/bias", t["bias"].astype(np.float32))
     k, st, p = a["kernel"], a["stride"], a["pad"]
+    # What the integers cannot say (which code format, the leaky slope's name for M_neg) rides
+    # in the Conv's doc string, which qonnx's transforms keep when they rename tensors.
+    hint = {k: a[k] for k in ("weight_format", "weight_bits", "leaky_slope") if k in a}
     acc = g.op(
         "Conv", [g.integer(src, in_q), w_int, bias], f"{n.name}/acc",
         kernel_shape=[k, k], strides=[st, st], pads=[p, p, p, p], group=a["groups"],
-        dilations=[1, 1],
+        dilations=[1, 1], doc=CONV_DOC_PREFIX + json.dumps(hint, sort_keys=True),
     )  # fmt: skip
     acc_d = g.op("Cast", [acc], f"{n.name}/acc_double", to=TensorProto.DOUBLE)
     ch = (1, cout, 1, 1)
@@ -305,15 +317,6 @@ def export_model(art: Artifact) -> onnx.ModelProto:
         "classes": art.classes,
         "metadata": art.metadata,
         "outputs": [{"node": o.node, "kind": o.kind, **o.attrs} for o in art.outputs],
-        "convs": {
-            n.name: {
-                k: n.attrs[k]
-                for k in ("weight_format", "weight_bits", "leaky_slope")
-                if k in n.attrs
-            }  # fmt: skip
-            for n in art.nodes
-            if n.op == "conv"
-        },
     }
     helper.set_model_props(
         model,

@@ -23,7 +23,7 @@ upsample or maxpool result becomes a real activation again. Two forms of layer a
 Weights: uniform signed ``Quant`` of 2..8 bits becomes the ``int`` format (narrow range; a
 full-range quantizer whose ``-2^(B-1)`` occurs takes ``B + 1`` bits), ``BipolarQuant`` and 1-bit
 ``Quant`` ``binary``, wider ones ``pow2`` when every weight is 0 or a signed power of two; an
-exported model's ``pow2det.header`` names each conv's format. Activation rounding: ``ROUND``
+exported ``Conv``'s doc string names its format (and leaky slope). Activation rounding: ``ROUND``
 (half to even) is taken as the contract's round half up (:attr:`Imported.notes` says so: exact
 ties may differ by one code); ``HALF_UP`` (half away from zero) is the contract's rounding
 exactly on unsigned activations (qonnx clamps at 0 before it rounds), noted on signed ones.
@@ -44,7 +44,14 @@ from onnx import TensorProto, helper, numpy_helper
 from qonnx.custom_op.general.bipolar_quant import binary_quant
 from qonnx.custom_op.general.intquant import int_quant
 
-from quant.qonnx.common import META_FORMAT, META_HEADER, QONNX_DOMAIN, fail, same_file
+from quant.qonnx.common import (
+    CONV_DOC_PREFIX,
+    META_FORMAT,
+    META_HEADER,
+    QONNX_DOMAIN,
+    fail,
+    same_file,
+)
 from sw.artifact import (
     INT32_MAX,
     INT32_MIN,
@@ -93,6 +100,7 @@ class _Conv:
     attrs: dict[str, Any]
     activation: str = "linear"
     slope: float | None = None
+    hint: dict[str, Any] | None = None  # an export's doc string: code format, leaky slope
 
 
 class _Reader:
@@ -261,10 +269,13 @@ class _Reader:
         v = rnd[mode](np.clip(w / s4, lo, hi)).astype(np.int64)  # qonnx: clamp, then round
         return _Weights(v, scale, b, bool(narrow), (v * s4).astype(np.float32))
 
-    def weight_format(self, name: str, wt: _Weights, label: str) -> tuple[str, int]:
-        hint = self.header.get("convs", {}).get(name) if self.header else None
-        if isinstance(hint, dict) and "weight_format" in hint:
-            return str(hint["weight_format"]), int(hint["weight_bits"])
+    def weight_format(self, c: _Conv, label: str) -> tuple[str, int]:
+        wt, hint = c.weights, c.hint or {}
+        if "weight_format" in hint:
+            fmt, bits = hint["weight_format"], hint.get("weight_bits")
+            if not isinstance(fmt, str) or isinstance(bits, bool) or not isinstance(bits, int):
+                fail(f"{label}: doc string hint {hint!r} names no format and bits")
+            return fmt, bits
         v = wt.v
         if wt.bits == 0:
             return "binary", 1
@@ -448,7 +459,15 @@ class _Reader:
             bias = np.asarray(b, np.float64).reshape(-1)
             if bias.size != o:
                 fail(f"{self.label(n)}: {bias.size} biases for {o} output channels")
-        conv = _Conv(src, n.name or out, wt, bias, attrs)
+        hint = None
+        if n.doc_string.startswith(CONV_DOC_PREFIX):
+            try:
+                hint = json.loads(n.doc_string[len(CONV_DOC_PREFIX) :])
+            except ValueError:
+                fail(f"{self.label(n)}: doc string {n.doc_string[:60]!r} is not pow2det's JSON")
+            if not isinstance(hint, dict):
+                fail(f"{self.label(n)}: doc string hint is not a JSON object")
+        conv = _Conv(src, n.name or out, wt, bias, attrs, hint=hint)
         self.val[out] = ("acc" if exact else "racc", conv)
 
     def op_Cast(self, n: onnx.NodeProto, ins: list, out: str) -> None:  # noqa: N802
@@ -602,14 +621,14 @@ class _Reader:
     def conv_node(self, n: onnx.NodeProto, c: _Conv, name: str, q: Quant, bias: np.ndarray,
                   mp: np.ndarray, mn: np.ndarray, sh: np.ndarray) -> Node:  # fmt: skip
         label = self.label(n)
-        fmt, bits = self.weight_format(name, c.weights, label)
+        fmt, bits = self.weight_format(c, label)
         try:
             codes = encode_codes(c.weights.v, fmt, bits)
         except (CodeError, ValueError) as e:
             fail(f"{label}: weights are not {bits}-bit {fmt} codes ({e})")
         attrs = {**c.attrs, "weight_format": fmt, "weight_bits": bits, "activation": c.activation}
         if c.activation == "leaky":
-            hint = self.header.get("convs", {}).get(name) if self.header else None
+            hint = c.hint
             if isinstance(hint, dict):  # an export says whether the slope was given
                 if "leaky_slope" in hint:
                     attrs["leaky_slope"] = float(hint["leaky_slope"])
@@ -764,12 +783,14 @@ class _Reader:
             names.append(d)
         outputs = [Output(nm) for nm in names]
         hdr_out = self.header.get("outputs") if self.header else None
-        matched = isinstance(hdr_out, list) and [o.get("node") for o in hdr_out] == names
+        # By position: qonnx's cleanup renames tensors but keeps the outputs in order.
+        matched = isinstance(hdr_out, list) and len(hdr_out) == len(names)
+        matched = matched and all(isinstance(o, dict) for o in hdr_out)
         if matched:
             outputs = [
-                Output(o["node"], o.get("kind", "raw"),
+                Output(nm, o.get("kind", "raw"),
                        {k: v for k, v in o.items() if k not in ("node", "kind")})
-                for o in hdr_out
+                for nm, o in zip(names, hdr_out, strict=True)
             ]  # fmt: skip
         art = self.artifact(outputs)
         if not matched:  # class names go with the outputs they name (yolo heads, logits)
