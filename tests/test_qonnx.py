@@ -591,3 +591,38 @@ def test_import_brevitas_global_average_pool() -> None:
         ref = run_network(art, img, keep_all=True)
         for n, t in zip(art.nodes, ["c1", "pool", "head"], strict=True):
             np.testing.assert_array_equal(ref[n.name], _codes(ctx[t], n.quant), err_msg=n.name)
+
+
+def test_import_of_damaged_graphs_fails_with_one_line_only() -> None:
+    """Deleted inputs and attributes, swapped operands, changed op types, cut or scaled
+    constants, renamed outputs: each import either works or raises QonnxError (never another
+    exception, which the command would show as a traceback)."""
+    rng = np.random.default_rng(51)
+    bases = [export_model(random_network(np.random.default_rng(1), height=16, width=12)),
+             _brevitas_net(np.random.default_rng(21))]  # fmt: skip
+    ops_ = ["Add", "Mul", "Conv", "Quant", "Relu", "Concat", "MaxPool", "Div", "Round", "Cast"]
+    refused = 0
+    for it in range(150):
+        m = onnx.ModelProto()
+        m.CopyFrom(bases[it % 2])
+        n = m.graph.node[int(rng.integers(0, len(m.graph.node)))]
+        r = int(rng.integers(0, 5))
+        if r == 0 and n.input:
+            del n.input[int(rng.integers(0, len(n.input)))]
+        elif r == 1:
+            n.op_type = str(rng.choice(ops_))
+        elif r == 2 and n.attribute:
+            del n.attribute[int(rng.integers(0, len(n.attribute)))]
+        elif r == 3:
+            t = m.graph.initializer[int(rng.integers(0, len(m.graph.initializer)))]
+            a = numpy_helper.to_array(t)
+            a = a.reshape(-1)[: max(1, a.size // 2)] if rng.random() < 0.5 else a * 3
+            t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(a), t.name))
+        elif len(n.input) > 1:
+            n.input[0], n.input[1] = n.input[1], n.input[0]
+        try:
+            import_model(m)
+        except QonnxError as e:
+            assert "\n" not in str(e)
+            refused += 1
+    assert refused > 50, f"seed 51: only {refused} of 150 damaged graphs refused"

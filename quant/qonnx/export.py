@@ -327,7 +327,10 @@ def export_model(art: Artifact) -> onnx.ModelProto:
             META_HEADER: json.dumps(extra, sort_keys=True, separators=(",", ":")),
         },
     )
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        fail(f"the exported graph fails onnx's checker ({' '.join(str(e).split())[:160]})")
     return model
 
 
@@ -342,7 +345,11 @@ def export_file(src: str | Path, dst: str | Path) -> onnx.ModelProto:
         fail(str(e))
     model = export_model(art)
     try:
-        write_atomic(model.SerializeToString(), dst)
+        data = model.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GiB limit
+        fail(f"{dst}: the model is too large for one ONNX file ({e})")
+    try:
+        write_atomic(data, dst)
     except OSError as e:
         fail(f"{dst}: cannot write ({e.strerror or e})")
     return model

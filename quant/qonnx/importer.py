@@ -49,6 +49,7 @@ from quant.qonnx.common import (
     META_FORMAT,
     META_HEADER,
     QONNX_DOMAIN,
+    QonnxError,
     fail,
     same_file,
 )
@@ -72,6 +73,12 @@ from sw.contract.requant import add_constants, conv_constants, quantize_multipli
 
 ROUNDINGS = ("ROUND", "HALF_EVEN", "HALF_UP")  # of activation quantizers: all "nearest"
 PASS_THROUGH = ("Identity", "Dropout")
+# (fewest, most) inputs of each op this reader understands.
+ARITY = {"Quant": (4, 4), "BipolarQuant": (2, 2), "Div": (2, 2), "Mul": (2, 2), "Add": (2, 2),
+         "Sub": (2, 2), "Round": (1, 1), "Relu": (1, 1), "LeakyRelu": (1, 1), "Cast": (1, 1),
+         "GlobalAveragePool": (1, 1), "MaxPool": (1, 1), "Conv": (2, 3), "Resize": (1, 4),
+         "ReduceSum": (1, 2), "Concat": (1, 1 << 16), "Identity": (1, 1), "Dropout": (1, 3),
+         "Constant": (0, 0)}  # fmt: skip
 
 
 @dataclass
@@ -132,7 +139,7 @@ class _Reader:
     # --- helpers -------------------------------------------------------------------------------
 
     def label(self, n: onnx.NodeProto) -> str:
-        return f"node {n.name or n.output[0]!r} ({n.op_type})"
+        return f"node {n.name or (n.output[0] if n.output else '?')!r} ({n.op_type})"
 
     def const(self, n: onnx.NodeProto, name: str, what: str) -> np.ndarray:
         kind, data = self.val.get(name, ("", None))
@@ -359,7 +366,17 @@ class _Reader:
             for i in n.input:
                 if i and i not in self.val:
                     fail(f"{self.label(n)}: input {i!r} is not defined earlier (unsorted graph?)")
-            self.step(n)
+            lo, hi = ARITY.get(n.op_type, (0, 1 << 16))
+            if not lo <= len(n.input) <= hi or not n.output or not n.output[0]:
+                fail(f"{self.label(n)}: {len(n.input)} inputs, {len(n.output)} outputs")
+            try:
+                self.step(n)
+            except (ArithmeticError, IndexError, KeyError, TypeError, AttributeError) as e:
+                fail(f"{self.label(n)}: cannot be read ({type(e).__name__}: {e})")
+            except ValueError as e:  # numpy's (broadcasting): QonnxError is one too, kept
+                if isinstance(e, QonnxError):
+                    raise
+                fail(f"{self.label(n)}: cannot be read ({e})")
         return self.finish()
 
     def artifact(self, outputs: list[Output]) -> Artifact:
@@ -732,6 +749,8 @@ class _Reader:
         if k0 != "act" or len(n.output) > 1:
             fail(f"{self.label(n)}: MaxPool only of a quantized activation")
         k = self.attr(n, "kernel_shape")
+        if not k:
+            fail(f"{self.label(n)}: MaxPool without kernel_shape")
         st = self.attr(n, "strides", [1, 1])
         pads = self.attr(n, "pads", [0, 0, 0, 0])
         if (
