@@ -629,8 +629,10 @@ class _Reader:
             mp, mn, sh = conv_constants(s_in * s_w / q.scale, c.activation, c.slope or 0.1)
         except ValueError as e:
             fail(f"{self.label(n)}: {e}")
-        exact = np.all(mp.astype(np.float64) * np.exp2(-sh.astype(np.float64)) == s_in * s_w /
-                       q.scale)  # fmt: skip
+        m, step = s_in * s_w / q.scale, np.exp2(-sh.astype(np.float64))
+        exact = np.all(mp * step == m)
+        if c.activation == "leaky":  # the float graph multiplies by the slope exactly
+            exact = exact and np.all(mn * step == (c.slope or 0.1) * m)
         if not exact:
             self.notes.add("float scales approximated by the contract's 16-bit multipliers")
         return self.conv_node(n, c, name, q, bias.astype(np.int32), mp, mn, sh)
