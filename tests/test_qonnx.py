@@ -21,7 +21,7 @@ from quant.qonnx import QonnxError, export_model, import_model
 from quant.qonnx.__main__ import main
 from quant.qonnx.common import FLOAT32_EXACT, META_DIGEST, META_FORMAT, QONNX_DOMAIN
 from quant.qonnx.export import accumulator_bound
-from sim.reference import ops, run_network
+from sim.reference import ops, run_network, run_node
 from sim.reference.randnet import conv_chain, random_conv, random_network, with_small_shifts
 from sw.accel_config import AccelConfig
 from sw.artifact import (
@@ -466,6 +466,29 @@ def test_import_exact_roundings_give_no_note() -> None:
         "signed HALF_UP activation Quants (half away from zero) taken as the contract's round "
         "half up: exact negative ties may differ by one code"
     ]
+
+
+def test_import_brevitas_float_scales_is_noted_and_close() -> None:
+    """Brevitas' default float scales: the 16-bit multipliers approximate them (said in a
+    note), so a code may differ by one near a rounding boundary; layer by layer (each fed
+    qonnx's own input codes) at most one code, and rarely."""
+    b = _Brevitas(np.random.default_rng(3))
+    x = b.image()
+    c1 = b.conv(x, "c1", cout=8, out_scale=0.1137)
+    c2 = b.conv(c1, "c2", cout=8, out_scale=0.0731, act="linear", signed=1)
+    model = b.model([c2])
+    imp = import_model(model)
+    assert "float scales approximated by the contract's 16-bit multipliers" in imp.notes
+    art = imp.artifact
+    mw = ModelWrapper(model).transform(InferShapes())
+    img = np.random.default_rng(4).integers(0, 256, art.input_shape).astype(np.uint8)
+    ctx = execute_onnx(mw, {"inp": _real(img, art.input_quant)}, return_full_exec_context=True)
+    codes = {art.input_name: img, **{n.name: _codes(ctx[n.name], n.quant) for n in art.nodes}}
+    for n in art.nodes:
+        got = run_node(n, [codes[s].astype(np.uint8) for s in n.inputs],
+                       [art.quant_of(s) for s in n.inputs]).astype(np.int64)  # fmt: skip
+        diff = np.abs(got - codes[n.name])
+        assert diff.max() <= 1 and diff.mean() < 0.01, (n.name, diff.max(), diff.mean())
 
 
 # ---------------------------------------------------------------------------------------------
