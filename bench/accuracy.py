@@ -218,6 +218,32 @@ def record(path: str, key: str | None) -> None:
     merge_result(key, entry)
 
 
+def refresh_speed(path: Path = RESULTS) -> list[str]:
+    """Recompute ``accelerator_speed``'s fields of every accuracy.json entry that has them, from
+    the same artifact (its SHA-256 checked: a changed file needs a new evaluation, not this).
+    The accuracy figures do not depend on the cycle model, so they stay. Returns the keys."""
+    from sw import artifact as artmod
+
+    doc = json.loads(path.read_text())
+    done = []
+    for key, e in sorted(doc["results"].items()):
+        if not e or "fps_200mhz" not in e:
+            continue
+        src = REPO_ROOT / e["source"]
+        if not src.is_file() or file_sha256(src) != e.get("sha256"):
+            raise SystemExit(f"error: {key}: {e['source']} is not the file it measured; "
+                             "rerun its evaluation instead")  # fmt: skip
+        new = accelerator_speed(artmod.load(src))
+        print(f"{key}: {e['fps_200mhz']} -> {new['fps_200mhz']} fps at 200 MHz")
+        e.update(new)
+        e["speed_command"] = "bench/accuracy.py speed"
+        done.append(key)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return done
+
+
 def file_sha256(path: Path) -> str:
     """Identifies the measured file in an entry (merge_result keeps TUD only for the same)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -339,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --mot: store the TUD person AP in the artifact's metadata "
                    "(sw.app picks the demo model by it)")  # fmt: skip
     sub.add_parser("table", help="rewrite the table in docs/accuracy.md from accuracy.json")
+    sub.add_parser("speed", help="recompute the cycle-model fps of every entry that has them "
+                   "(after a cycle-model change; the mAP figures stay)")  # fmt: skip
     r = sub.add_parser("record", help="record the mAP an artifact's producing run measured")
     r.add_argument("path")
     r.add_argument("--key", default=None, help="default: derived from the metadata")
@@ -375,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "record":
         record(args.path, args.key)
+        return
+    if args.what == "speed":
+        refresh_speed()
         return
     from quant.zoo import ModelSourceError
     from sw.artifact import ArtifactError

@@ -202,3 +202,28 @@ def test_bad_options_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
                            *extra)  # fmt: skip
         assert rc == 2 and err.count("\n") == 1 and expect in err, (extra, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_speed_refresh_recomputes_fps_and_keeps_the_accuracy(tmp_path: Path) -> None:
+    """`bench/accuracy.py speed` puts the cycle model's fps of the same artifact into an entry
+    (a stale figure is replaced, the mAP stays) and refuses an entry whose file changed."""
+    import pytest
+
+    from sw import artifact as artmod
+
+    key = "mixed_w4a8_map_yolo_fastest_512"
+    entry = json.loads(accuracy.RESULTS.read_text())["results"].get(key)
+    if not entry or not (REPO_ROOT / entry["source"]).is_file():
+        pytest.skip(f"no committed {key} entry or artifact")
+    path = tmp_path / "accuracy.json"
+    stale = {**entry, "fps_200mhz": 1.0, "cycles": 1}
+    path.write_text(json.dumps({"results": {key: stale, "float_map_xl_512": {"map": 0.8}}}))
+    assert accuracy.refresh_speed(path) == [key]
+    got = json.loads(path.read_text())["results"]
+    want = accuracy.accelerator_speed(artmod.load(REPO_ROOT / entry["source"]))
+    assert got[key]["fps_200mhz"] == want["fps_200mhz"] > 1.0
+    assert got[key]["cycles"] == want["cycles"] and got[key]["map"] == entry["map"]
+    assert got["float_map_xl_512"] == {"map": 0.8}
+    path.write_text(json.dumps({"results": {key: {**stale, "sha256": "0" * 64}}}))
+    with pytest.raises(SystemExit, match="is not the file it measured"):
+        accuracy.refresh_speed(path)

@@ -20,6 +20,11 @@ The total adds the controller's fixed costs and the memory side, which overlaps 
 (rows are prefetched up to ``BANKS`` ahead): per layer
 ``fixed + constants + weights + first rows + max(compute, row reads, writes) + drain``, with the
 memory side divided by the sustained beats per cycle of the memory system (``MemoryModel``).
+A shared DDR (reads + writes under one cap) limits each phase by what is in flight in it: the
+constant, weight and first-row loads are reads alone (held to ``min(read, shared)``); the rows
+that stream in while results stream out share the cap with the writes; an add's two operand
+reads share it with its writes. Checked against whole networks on the RTL with a capped,
+latent memory (tests/test_fast_rtl.py; ``make bench-hw``: within 2.5 %).
 The RTL tests assert engine counters within 5% always and the total within 5% with ideal memory.
 """
 
@@ -124,7 +129,10 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     cin, cout = d["in_channels"], d["out_channels"]
     h, w, ho, wo = d["in_height"], d["in_width"], d["out_height"], d["out_width"]
     gi, go = groups(cin, lanes), groups(cout, lanes)
-    rb, wb = mem.read_beats_per_cycle, mem.write_beats_per_cycle
+    rb, wb, shared = mem.read_beats_per_cycle, mem.write_beats_per_cycle, mem.total_beats_per_cycle
+    # While only reads are in flight (constants, weights, the first rows) they alone meet the
+    # shared cap; while rows stream in and results stream out, both count against it.
+    rb_alone = min(rb, shared)
     fixed = LAYER_FIXED + DESCRIPTOR_BYTES // lanes
     if op == OP_ADD:
         words = gi * h * w
@@ -135,7 +143,10 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
         r.peak_macs = 2 * lanes * words
         chunks = groups(words, ADD_CHUNK)
         # Operands come back in order: A chunk then C chunk; the router pops 2 tags per chunk.
-        reads = max(r.read_beats / rb, words / wb) + 2 * chunks * TAG_OVERHEAD
+        reads = (
+            max(r.read_beats / rb, words / wb, (r.read_beats + r.write_beats) / shared)
+            + 2 * chunks * TAG_OVERHEAD
+        )
         r.compute = words
         r.total = round(fixed + mem.latency + reads + PIPE_DRAIN)
         return r
@@ -188,17 +199,20 @@ def layer_cycles(d: dict[str, int], cfg: AccelConfig, mem: MemoryModel = IDEAL) 
     r.write_beats = wo * ho * go
     # Before the first output row: the rows it needs, all groups, of the first strip.
     first_rows = min(k - p, h)
-    fill = first_rows * gi * (wwin[0] + TAG_OVERHEAD) / min(rb, 1.0)
+    fill = first_rows * gi * (wwin[0] + TAG_OVERHEAD) / min(rb_alone, 1.0)
+    first_beats = first_rows * gi * n_in[0]  # read during the fill, before any write
     steady = max(
         r.compute,
         row_router,
         row_beats / rb,
         r.write_beats / wb,
-        (r.read_beats + r.write_beats) / mem.total_beats_per_cycle,
+        (row_beats - first_beats + r.write_beats) / shared,
     )
     # The router widens depthwise weights one L-lane vector per cycle (8 / container per beat).
-    load_w = weight_beats / rb if dense else max(weight_beats / rb, go * kk) + DW_WEIGHT_PIPE
-    load = const_beats / rb + load_w + 2 * mem.latency
+    load_w = weight_beats / rb_alone
+    if not dense:
+        load_w = max(load_w, go * kk) + DW_WEIGHT_PIPE
+    load = const_beats / rb_alone + load_w + 2 * mem.latency
     drain = PIPE_DRAIN + (DRAIN_DENSE if dense else DRAIN_DW)
     r.total = round(fixed + load + fill + steady + drain)
     return r
