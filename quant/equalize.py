@@ -25,6 +25,7 @@ def _dense_to_depthwise_pairs(qdet: QuantDetector) -> list[tuple[str, str]]:
             and n.attrs["depthwise"]
             and src in qdet.by_name
             and qdet.by_name[src].op == "conv"
+            and not qdet.by_name[src].attrs.get("fixed")  # given integer weights stay
             and consumers.get(src) == [n.name]
         ):
             pairs.append((src, n.name))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from quant.integer import INPUT
-from quant.model import QuantDetector
+from quant.model import QuantDetector, contract_activation
 from sw import artifact as artmod
 from sw.artifact import Artifact, Node, Output, Quant, encode_codes
 
@@ -38,8 +38,8 @@ def to_artifact(
         if n.op == "conv":
             a = n.attrs
             fmt, bits = a["weight_format"], a["weight_bits"]
-            attrs = {k: a[k] for k in ("out_channels", "kernel", "stride", "pad", "groups",
-                                       "activation")}  # fmt: skip
+            attrs = {k: a[k] for k in ("out_channels", "kernel", "stride", "pad", "groups")}
+            attrs["activation"] = contract_activation(a)
             attrs.update(weight_format=fmt, weight_bits=bits)
             if a["activation"] == "leaky":
                 attrs["leaky_slope"] = 0.1

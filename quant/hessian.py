@@ -71,7 +71,8 @@ def conv_traces(
     flags = {n: p.requires_grad for n, p in qdet.named_parameters()}
     for p in qdet.parameters():
         p.requires_grad_(False)
-    params = {n.name: qdet.weight[n.name] for n in qdet.conv_nodes()}
+    # (a fixed conv, e.g. a route's channel selection, has given integer weights: no format)
+    params = {n.name: qdet.weight[n.name] for n in qdet.conv_nodes() if not n.attrs.get("fixed")}
     for p in params.values():
         p.requires_grad_(True)
     qdet.mode = "float"

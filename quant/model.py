@@ -12,7 +12,9 @@ the integer mode and the exporter (quant.export), so what is measured is what is
 
 Graph rules: darknet ``route`` with several inputs is a concat and all its inputs share one
 activation quantizer (union-find over "quant groups"; upsample and maxpool inherit their input's
-group), a single-input route / dropout / yolo is an alias, ``shortcut`` is the contract's add.
+group), a single-input route / dropout / yolo is an alias, ``shortcut`` is the contract's add, a
+route with ``groups`` (a channel split) a fixed channel-selection 1x1 conv tied to its input's
+quantization (exact: the codes pass unchanged).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +62,26 @@ class QNode:
     index: int  # darknet layer index (for messages and for matching feature maps)
     attrs: dict[str, Any] = field(default_factory=dict)
     group: int = -1  # activation-quant group of the output
+
+
+RELU6_MAX = 6.0
+
+
+def contract_activation(attrs: Mapping[str, Any]) -> str:
+    """The conv activation as the contract has it: relu6 is relu whose output range stops at 6
+    (the quantizer's ceiling), so the clamp at the top code is the 6."""
+    return "relu" if attrs["activation"] == "relu6" else attrs["activation"]
+
+
+def channel_selection(channels: int, groups: int, group_id: int) -> np.ndarray:
+    """1x1 conv weights (out, in, 1, 1) that pass on chunk ``group_id`` of ``groups`` equal
+    chunks of ``channels`` (darknet's route ``groups``/``group_id``)."""
+    if channels % groups:
+        raise ValueError(f"route groups={groups} does not divide {channels} channels")
+    n = channels // groups
+    w = np.zeros((n, channels, 1, 1), np.float32)
+    w[np.arange(n), group_id * n + np.arange(n), 0, 0] = 1.0
+    return w
 
 
 @dataclass(frozen=True)
@@ -143,9 +166,30 @@ class QuantDetector(nn.Module):
                              {"activation": spec.activation})  # fmt: skip
                 group_of[name] = new_group()
             elif isinstance(spec, RouteSpec):
-                if spec.groups != 1:
-                    raise ValueError(f"{spec.where()}: route groups are not supported")
                 srcs = [names[j] for j in spec.layers]
+                if spec.groups != 1:
+                    # YOLOv4-tiny's channel split: a fixed 1x1 conv that selects the chunk,
+                    # tied to its input's quantization, so the codes pass unchanged (exact, on
+                    # the PL, as the option-A shortcuts; docs/arithmetic.md section 7.2).
+                    if len(srcs) != 1:
+                        raise ValueError(f"{spec.where()}: route groups of several layers")
+                    name = f"route{i}"
+                    cin = self.cfg.layers[spec.layers[0]].out_shape[0]
+                    w = channel_selection(cin, spec.groups, spec.group_id)
+                    node = QNode(name, "conv", srcs, i, dict(
+                        kernel=1, stride=1, pad=0, groups=1, activation="linear",
+                        out_channels=w.shape[0], depthwise=False, weight_format="pow2",
+                        weight_bits=4, fixed=True,
+                    ))  # fmt: skip
+                    self.weight[name] = nn.Parameter(torch.from_numpy(w), requires_grad=False)
+                    self.bias[name] = nn.Parameter(torch.zeros(w.shape[0]), requires_grad=False)
+                    q = WeightQuantizer(w.shape[0], "pow2", 4)
+                    q.log2_scale.requires_grad_(False)  # unit scale: the weights are integers
+                    self.wq[name] = q
+                    group_of[name] = group_of[srcs[0]]
+                    names[i] = name
+                    self.nodes.append(node)
+                    continue
                 if len(srcs) == 1:
                     names[i] = srcs[0]
                     continue
@@ -189,6 +233,22 @@ class QuantDetector(nn.Module):
         for n in self.nodes:
             n.group = idx[find(group_of[n.name])]
         self._init_quantizers(len(roots), act_bits, head_bits, act_bits_of)
+        self._relu6_ceilings()
+
+    def _relu6_ceilings(self) -> None:
+        """A group whose values come from relu6 convs has its range held to [., 6]; a group
+        that mixes them with other producers (a concat) cannot be relu6 and relu at once."""
+        for g, q in enumerate(self.aq):
+            # (a fixed conv, a route's channel split, passes its input's codes on unchanged)
+            members = [n for n in self.group_members(g) if not n.attrs.get("fixed")]
+            acts = {n.attrs.get("activation") if n.op == "conv" else n.op for n in members}
+            if "relu6" not in acts:
+                continue
+            if acts != {"relu6"}:
+                first = next(n for n in members if n.attrs.get("activation") == "relu6")
+                raise ValueError(f"layer {first.index} [convolutional]: its relu6 output shares "
+                                 "one quantizer with non-relu6 tensors (a concat)")  # fmt: skip
+            q.ceiling = RELU6_MAX
 
     def _init_quantizers(
         self, n_groups: int, act_bits: int, head_bits: int | None,
@@ -327,6 +387,8 @@ class QuantDetector(nn.Module):
             y = F.leaky_relu(y, LEAKY_SLOPE)
         elif act == "relu":
             y = F.relu(y)
+        elif act == "relu6":
+            y = F.relu6(y)
         return y
 
     def _in_scale(self, n: QNode) -> Tensor | None:
@@ -407,7 +469,7 @@ class QuantDetector(nn.Module):
                 v, s_w = self.wq[n.name].integer(self.weight[n.name])
                 b = self.bias[n.name].detach().double().numpy()
                 out[n.name] = conv_params(
-                    self.quant_of(n.inputs[0]), qo, v, s_w, b, n.attrs["activation"]
+                    self.quant_of(n.inputs[0]), qo, v, s_w, b, contract_activation(n.attrs)
                 )
             elif n.op == "add":
                 qa, qc = self.quant_of(n.inputs[0]), self.quant_of(n.inputs[1])

@@ -153,6 +153,9 @@ class ActQuantizer(nn.Module):
         self.lo = nn.Parameter(torch.tensor(-1.0))
         self.hi = nn.Parameter(torch.tensor(1.0))
         self.enabled = True
+        # Largest real value the range may reach: 6 for the outputs of relu6 convs, so that the
+        # integer network's clamp at the top code *is* the relu6 ceiling (the artifact says relu).
+        self.ceiling = math.inf
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, lo={float(self.lo):.4g}, hi={float(self.hi):.4g}"
@@ -163,13 +166,14 @@ class ActQuantizer(nn.Module):
 
     def params(self) -> tuple[int, float]:
         """(zero, scale) as the artifact stores them (sw.contract.requant.range_to_quant)."""
-        return range_to_quant(float(self.lo.detach()), float(self.hi.detach()), self.bits)
+        hi = min(float(self.hi.detach()), self.ceiling)
+        return range_to_quant(float(self.lo.detach()), hi, self.bits)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return x
         lo = torch.clamp(self.lo, max=0.0)
-        hi = torch.clamp(self.hi, min=0.0)
+        hi = torch.clamp(self.hi, min=0.0, max=self.ceiling)
         s = torch.clamp((hi - lo) / self.qmax, min=1e-8)
         z = torch.clamp(torch.round(-lo.detach() / s.detach()), 0, self.qmax)
         return _FakeQuantAct.apply(x, s, z, self.qmax)

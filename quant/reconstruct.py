@@ -91,7 +91,7 @@ def reconstruct(
             fvals[n.name] = qdet.run_node_real(n, [fvals[s] for s in n.inputs], quantize=False)
         if n.op == "conv":
             if convs >= state["done"]:
-                if iters > 0:
+                if iters > 0 and not n.attrs.get("fixed"):  # given weights: nothing to fit
                     before, after = _fit_layer(qdet, n.name, qvals[n.inputs[0]], fvals[n.name],
                                                iters, batch, gen)  # fmt: skip
                     state["log"].append({"node": n.name, "mse_before": before, "mse_after": after})

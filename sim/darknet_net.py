@@ -26,7 +26,26 @@ from models.darknet import (
 from sim.ddr import add_descriptor, choose_strip, conv_descriptor
 from sim.reference.randnet import random_add, random_conv
 from sw.artifact import Artifact, Node, Output, Quant
+from sw.contract.codes import encode_codes
 from sw.contract.config import AccelConfig
+from sw.contract.requant import conv_constants
+
+
+def selection_conv(
+    name: str, src: str, channels: int, quant: Quant, groups: int, group_id: int
+) -> Node:
+    """A route's channel split as the exact 1x1 conv quant.model lowers it to: weights 1 and 0
+    (pow2, unit scale), no bias, output quantized as the input, so the codes pass unchanged."""
+    from quant.model import channel_selection  # noqa: PLC0415 - the one definition of the split
+
+    v = channel_selection(channels, groups, group_id).astype(np.int64)
+    n = v.shape[0]
+    mp, mn, sh = conv_constants(np.ones(n), "linear")
+    attrs = {"out_channels": n, "kernel": 1, "stride": 1, "pad": 0, "groups": 1,
+             "weight_format": "pow2", "weight_bits": 4, "activation": "linear"}  # fmt: skip
+    tensors = {"codes": encode_codes(v, "pow2", 4), "weight_scale": np.ones(n, np.float32),
+               "bias": np.zeros(n, np.int32), "m_pos": mp, "m_neg": mn, "shift": sh}  # fmt: skip
+    return Node(name, "conv", [src], attrs, quant, tensors)
 
 
 def random_artifact_from_cfg(
@@ -77,13 +96,17 @@ def random_artifact_from_cfg(
             if i in shared:
                 node = dataclasses.replace(node, quant=shared[i])
         elif isinstance(spec, RouteSpec):
-            if spec.groups != 1:
-                raise NotImplementedError(f"{spec.where()}: route with groups")
             srcs = [names[j] for j in spec.layers]
-            if len(srcs) == 1:
+            if spec.groups != 1:
+                if len(srcs) != 1:
+                    raise NotImplementedError(f"{spec.where()}: route groups of several layers")
+                node = selection_conv(name, srcs[0], nshape[srcs[0]][0], quants[srcs[0]],
+                                      spec.groups, spec.group_id)  # fmt: skip
+            elif len(srcs) == 1:
                 names.append(srcs[0])
                 continue
-            node = Node(name, "concat", srcs, {}, quants[srcs[0]])
+            else:
+                node = Node(name, "concat", srcs, {}, quants[srcs[0]])
         elif isinstance(spec, UpsampleSpec):
             node = Node(name, "upsample", [prev], {}, quants[prev])
         elif isinstance(spec, MaxpoolSpec):
@@ -106,9 +129,10 @@ def random_artifact_from_cfg(
         names.append(name)
         quants[name] = node.quant
         nshape[name] = shapes[i]
+    ncls = outputs[0].attrs["classes"] if outputs else 20  # any cfg's, not only VOC's 20
     return Artifact(
         name=f"random-{cfg.name}", input_name="image", input_shape=(3, size, size),
-        input_quant=inq, nodes=nodes, outputs=outputs, classes=["c"] * 20,
+        input_quant=inq, nodes=nodes, outputs=outputs, classes=["c"] * ncls,
         metadata={"generator": "sim.darknet_net.random_artifact_from_cfg", "seed": seed},
     )  # fmt: skip
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-ACTIVATIONS = ("leaky", "relu", "linear")
+ACTIVATIONS = ("leaky", "relu", "relu6", "linear")
 
 Shape = tuple[int, int, int]  # (channels, height, width)
 

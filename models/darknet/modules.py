@@ -36,11 +36,13 @@ LEAKY_SLOPE = 0.1  # darknet leaky: x > 0 ? x : .1 * x
 
 
 def activate(x: Tensor, activation: str) -> Tensor:
-    """A darknet activation of ACTIVATIONS (leaky, relu, linear)."""
+    """A darknet activation of ACTIVATIONS (leaky, relu, relu6, linear)."""
     if activation == "leaky":
         return F.leaky_relu(x, LEAKY_SLOPE)
     if activation == "relu":
         return F.relu(x)
+    if activation == "relu6":
+        return F.relu6(x)
     return x  # linear
 
 
