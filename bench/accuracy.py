@@ -76,6 +76,10 @@ KEYS = [
     "mixed_w4a8_map_yolo_fastest_512",
     "mixed_w4a4_map_xl_512",
     "datafree_gen_map_xl_512",
+] + [  # issue 16: MobileNetV2-YOLOv3-Nano, measured like the other two
+    "float_map_nano_512",
+    "w4a8_ptq_map_nano_512_dw8",
+    "w4a8_qat_map_nano_512_dw8",
 ]
 BOARD = "ultra96v2"  # the board whose cycle model gives a plan's fps (quant.mixed's)
 
