@@ -160,10 +160,10 @@ bench-sw:
 bench-classifiers:
 	$(RUN) $(VPY) bench/classifiers.py
 
-# Accuracy of the float detectors and of every committed artifact -> bench/results/accuracy.json
-# and the table in docs/accuracy.md (about 30 minutes on 2 cores; TUD person AP measured by
+# Accuracy of the float detectors and of every committed detector artifact (the CIFAR
+# classifiers, resnet*, are bench-classifiers') -> bench/results/accuracy.json and the table in
+# docs/accuracy.md (about 30 minutes on 2 cores; TUD person AP measured by
 # `bench/accuracy.py artifact PATH --mot` stays while the file is unchanged).
-# Every detector artifact (the CIFAR classifiers, resnet*, are make bench-classifiers').
 eval:
 	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-voc --size 512 --mot
 	$(RUN) $(VPY) bench/accuracy.py float --model yolo-fastest-xl-voc --size 512 --mot
