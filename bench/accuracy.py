@@ -62,25 +62,29 @@ OUT_DIR = Path("out") / "accuracy"  # full results and PR curves (relative to th
 SHORT = {"yolo-fastest-voc": "yolo_fastest", "yolo-fastest-xl-voc": "xl",
          "mobilenetv2-yolov3-nano-voc": "nano"}  # fmt: skip
 # The keys the issue asks for; anything not measured stays null with a reason.
-KEYS = [
-    key
-    for m in ("xl", "yolo_fastest")
-    for key in [f"float_map_{m}_320"]
-    + [
-        f"{kind}_map_{m}_512{dw}"
-        for kind in ("float", "w4a8_ptq", "w4a8_datafree", "w4a8_qat", "w4a4_qat")
-        for dw in (("",) if kind == "float" else ("", "_dw8"))
+KEYS = (
+    [
+        key
+        for m in ("xl", "yolo_fastest")
+        for key in [f"float_map_{m}_320"]
+        + [
+            f"{kind}_map_{m}_512{dw}"
+            for kind in ("float", "w4a8_ptq", "w4a8_datafree", "w4a8_qat", "w4a4_qat")
+            for dw in (("",) if kind == "float" else ("", "_dw8"))
+        ]
     ]
-] + [  # issue 14: mixed-precision plans (quant.mixed) and the generator data-free path
-    "mixed_w4a8_map_xl_512",
-    "mixed_w4a8_map_yolo_fastest_512",
-    "mixed_w4a4_map_xl_512",
-    "datafree_gen_map_xl_512",
-] + [  # issue 16: MobileNetV2-YOLOv3-Nano, measured like the other two
-    "float_map_nano_512",
-    "w4a8_ptq_map_nano_512_dw8",
-    "w4a8_qat_map_nano_512_dw8",
-]
+    + [  # issue 14: mixed-precision plans (quant.mixed) and the generator data-free path
+        "mixed_w4a8_map_xl_512",
+        "mixed_w4a8_map_yolo_fastest_512",
+        "mixed_w4a4_map_xl_512",
+        "datafree_gen_map_xl_512",
+    ]
+    + [  # issue 16: MobileNetV2-YOLOv3-Nano, measured like the other two
+        "float_map_nano_512",
+        "w4a8_ptq_map_nano_512_dw8",
+        "w4a8_qat_map_nano_512_dw8",
+    ]
+)
 BOARD = "ultra96v2"  # the board whose cycle model gives a plan's fps (quant.mixed's)
 
 
