@@ -117,7 +117,8 @@ def with_small_shifts(rng: np.random.Generator, node: Node, max_shift: int = 3) 
 
     def rescale(m: np.ndarray) -> np.ndarray:
         real = m.astype(np.float64) * np.exp2(s_new - s_old)
-        return np.clip(np.round(real), 1, MULT_MAX).astype(t["m_pos"].dtype)
+        # a zero stays zero (a relu conv's m_neg); any other multiplier stays at least 1
+        return np.where(m == 0, 0, np.clip(np.round(real), 1, MULT_MAX)).astype(t["m_pos"].dtype)
 
     t.update(m_pos=rescale(t["m_pos"]), m_neg=rescale(t["m_neg"]),
              shift=s_new.astype(t["shift"].dtype))  # fmt: skip
