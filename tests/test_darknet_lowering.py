@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from darknet_nets import random_bn
 
 from models.darknet import Darknet, parse_cfg_text
 from quant.calibrate import calibrate_activations
@@ -95,13 +96,7 @@ num=3
 def _model() -> Darknet:
     torch.manual_seed(SEED)
     model = Darknet(parse_cfg_text(CSP_CFG))
-    g = torch.Generator().manual_seed(SEED)
-    with torch.no_grad():
-        for layer in model.conv_layers:
-            if layer.bn is not None:
-                n = layer.bn.num_features
-                layer.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                layer.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    random_bn(model, SEED)
     return model.eval()
 
 

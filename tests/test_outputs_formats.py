@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import shutil
@@ -20,25 +19,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from app_run import run_detect
+from app_run import sha256_of as _sha
 from videos import mp4_frames, read_jsonl
 
 from models.evaluate import detections_to_voc, parse_voc_xml, read_mot_gt
 from sw import app, formats, sinks
 
-RUN_ARGS = ("--no-progress", "--conf", "0.3")
+RUN_ARGS = ("--conf", "0.3")  # run_detect adds --no-progress
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = app.main(["detect", *argv, *RUN_ARGS])
-    except SystemExit as e:  # argparse
-        rc = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return run_detect(capsys, *argv, *RUN_ARGS)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from darknet_nets import random_bn
 
 from models.darknet import Darknet, parse_cfg_text
 from models.paths import data_dir
@@ -32,14 +33,7 @@ def tiny_net(seed: int) -> Darknet:
     """tests/data/tiny.cfg with random weights and random stored BN statistics."""
     torch.manual_seed(seed)
     net = Darknet(parse_cfg_text(TINY_CFG))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in net.conv_layers:
-            if layer.bn is not None:
-                n = layer.bn.num_features
-                layer.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                layer.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                layer.bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    random_bn(net, seed)
     return net.eval().requires_grad_(False)
 
 

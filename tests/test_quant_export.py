@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from darknet_nets import random_bn
 
 from models.darknet import Darknet, parse_cfg_text
 from models.paths import data_dir
@@ -58,22 +59,11 @@ def _compare(qdet: QuantDetector, art: artmod.Artifact, codes: np.ndarray) -> No
         assert np.array_equal(t[0].numpy().astype(np.uint8), ref[o])
 
 
-def _random_bn(model: Darknet, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.conv_layers:
-            if layer.bn is not None:
-                n = layer.bn.num_features
-                layer.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                layer.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                layer.bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("dense", [("pow2", 4), ("pow2x2", 8)])
 def test_tiny_graph_integer_equals_reference(dense: tuple[str, int], tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Darknet(parse_cfg_text(TINY_CFG))
-    _random_bn(model)
+    random_bn(model)
     qdet = QuantDetector(model, LayerFormat(dense, ("int", 8)))
     # the concat ties the upsample's producer and the maxpool's producer into one group
     cat = next(n for n in qdet.nodes if n.op == "concat")

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from app_run import run_detect as _run
 from videos import mp4_frames, read_jsonl
 
 from sim.reference.randnet import random_network
@@ -23,12 +24,6 @@ from sw import app
 from sw.artifact import save
 from sw.pipeline import Item, Pipeline
 from sw.sources import Frame, Source
-
-
-def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    rc = app.main(["detect", *argv, "--no-progress"])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_detect_video_writes_all_outputs(tmp_path, capsys, model, clip) -> None:

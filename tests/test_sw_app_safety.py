@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -26,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from app_run import run_detect as _run
+from app_run import sha256_of as _sha
 from videos import mp4_frames, read_jsonl
 
 from sw import app, sinks
@@ -46,19 +47,6 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.write(np.roll(base, i, axis=1))
     w.release()
     return path
-
-
-def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = app.main(["detect", *argv, "--no-progress"])
-    except SystemExit as e:  # argparse
-        rc = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @contextlib.contextmanager
