@@ -597,12 +597,12 @@ def save(art: Artifact, path: str | os.PathLike[str]) -> Path:
     validate(art)
     data = _encode(art)
     _from_bytes(data, Path(path))  # what save writes, load reads: raises ArtifactError otherwise
-    return _write_atomic(data, Path(path))
+    return write_atomic(data, Path(path))
 
 
 def write_unvalidated(art: Artifact, path: str | os.PathLike[str]) -> Path:
     """Write without validating: only for tests that play a faulty writer. Use :func:`save`."""
-    return _write_atomic(_encode(art), Path(path))
+    return write_atomic(_encode(art), Path(path))
 
 
 def header_and_arrays(art: Artifact) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -630,7 +630,8 @@ def _encode(art: Artifact) -> bytes:
     return pack(*header_and_arrays(art))
 
 
-def _write_atomic(data: bytes, path: Path) -> Path:
+def write_atomic(data: bytes, path: Path) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:

@@ -51,7 +51,6 @@ from quant.qonnx.common import (
     QONNX_OPSET,
     fail,
     same_file,
-    write_atomic,
 )
 from sw.artifact import (
     FORMAT_NAME,
@@ -66,6 +65,7 @@ from sw.artifact import (
     pow2_max_exponent,
     validate,
     version_for,
+    write_atomic,
 )
 
 
