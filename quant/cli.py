@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -79,17 +80,20 @@ def model_source(args: argparse.Namespace) -> ModelSource:
     return src
 
 
-def parsed(args: argparse.Namespace, argv: list[str] | None, module: str) -> argparse.Namespace:
+def parsed(
+    args: argparse.Namespace, argv: list[str] | None, module: str, state_files: Sequence[Path] = ()
+) -> argparse.Namespace:
     """The steps every command takes right after parsing: record the command line, resolve the
-    model (one line, exit 2 if it cannot be), check --eval fits its classes."""
+    model (one line, exit 2 if it cannot be), check --eval fits its classes, refuse an --out that
+    is an input (or one of ``state_files``, the files only this command keeps state in)."""
     args.argv, args.module = argv, module
     model_source(args)
     check_eval(args)
-    refuse_overwriting_inputs(args)
+    refuse_overwriting_inputs(args, state_files)
     return args
 
 
-def refuse_overwriting_inputs(args: argparse.Namespace, extra: list[Path] = ()) -> None:
+def refuse_overwriting_inputs(args: argparse.Namespace, extra: Sequence[Path] = ()) -> None:
     """--out must not be a file the command reads or keeps its state in (the darknet files, the
     names, the plan, --init, a checkpoint): one line, exit 2, before anything is computed."""
     src = source_of(args)
@@ -162,9 +166,12 @@ def class_names_of(args: argparse.Namespace) -> list[str]:
     return args.class_names
 
 
-def check_eval(args: argparse.Namespace) -> None:
-    """--eval scores the VOC sample: only a detector of the 20 VOC classes can be scored on it."""
-    if getattr(args, "eval", False) and class_names_of(args) != zoo.voc_names():
+def check_eval(args: argparse.Namespace, scores_voc: bool | None = None) -> None:
+    """--eval (or ``scores_voc``: another option that does) scores the VOC sample: only a detector
+    of the 20 VOC classes can be scored on it."""
+    if scores_voc is None:
+        scores_voc = getattr(args, "eval", False)
+    if scores_voc and class_names_of(args) != zoo.voc_names():
         fail(f"--eval scores data/voc2012-sample, which needs the 20 VOC classes in their order; "
              f"{args.names} lists {len(args.class_names)} others (drop --eval)")  # fmt: skip
 

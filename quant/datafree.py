@@ -59,7 +59,6 @@ from quant.cli import (
     finish,
     parsed,
 )
-from quant.cli import refuse_overwriting_inputs as cli_refuse
 from quant.generator import Generator, GeneratorSource, train_generator
 from quant.qat import TensorSampler, add_training_args, distill
 
@@ -154,7 +153,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="where the generator trains and the distillation runs (auto: cuda if "
                    "available); calibration and reconstruction stay on the CPU")  # fmt: skip
     add_training_args(ap, steps=1000, crop=None)
-    args = parsed(ap.parse_args(argv), argv, "quant.datafree")
+    args = ap.parse_args(argv)
+    # --out must not be a file that only this command keeps its state in, either
+    state = [generator_path(args), Path(str(args.out) + ".synth.pt")]
+    args = parsed(args, argv, "quant.datafree", state)
     return args
 
 
@@ -162,14 +164,8 @@ def generator_path(args: argparse.Namespace) -> Path:
     return Path(str(checkpoint_path(args)) + ".gen.pt")
 
 
-def refuse_overwriting_inputs(args: argparse.Namespace) -> None:
-    """quant.cli's check, with the files only this command keeps its state in."""
-    cli_refuse(args, [generator_path(args), Path(str(args.out) + ".synth.pt")])
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    refuse_overwriting_inputs(args)
     if args.generator:
         main_generator(args)
         return

@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     model_source(args)
-    if args.map:  # the VOC-sample mAP needs a VOC detector, as --eval does
-        check_eval(argparse.Namespace(**{**vars(args), "eval": True}))
+    check_eval(args, scores_voc=args.map)  # the VOC-sample mAP needs a VOC detector
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint")
