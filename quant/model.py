@@ -152,11 +152,7 @@ class QuantDetector(nn.Module):
                     weight_format=wf, weight_bits=wb,
                 ))  # fmt: skip
                 assert fl.weight is not None and fl.bias is not None
-                self.weight[name] = nn.Parameter(torch.from_numpy(fl.weight.copy()))
-                self.bias[name] = nn.Parameter(torch.from_numpy(fl.bias.copy()))
-                q = WeightQuantizer(spec.filters, wf, wb)
-                q.init_scale(self.weight[name])
-                self.wq[name] = q
+                self._add_conv(name, fl.weight, fl.bias, wf, wb)
                 group_of[name] = new_group()
             elif isinstance(spec, ShortcutSpec):
                 if spec.activation not in ("linear", "relu"):
@@ -181,11 +177,7 @@ class QuantDetector(nn.Module):
                         out_channels=w.shape[0], depthwise=False, weight_format="pow2",
                         weight_bits=4, fixed=True,
                     ))  # fmt: skip
-                    self.weight[name] = nn.Parameter(torch.from_numpy(w), requires_grad=False)
-                    self.bias[name] = nn.Parameter(torch.zeros(w.shape[0]), requires_grad=False)
-                    q = WeightQuantizer(w.shape[0], "pow2", 4)
-                    q.log2_scale.requires_grad_(False)  # unit scale: the weights are integers
-                    self.wq[name] = q
+                    self._add_conv(name, w, np.zeros(w.shape[0], np.float32), "pow2", 4, fixed=True)
                     group_of[name] = group_of[srcs[0]]
                     names[i] = name
                     self.nodes.append(node)
@@ -316,15 +308,7 @@ class QuantDetector(nn.Module):
                 wf, wb = ("pow2", 4) if n.name in fixed else fmt.of(dw, n.name)
                 n.attrs.update(depthwise=dw, weight_format=wf, weight_bits=wb,
                                fixed=n.name in fixed)  # fmt: skip
-                self.weight[n.name] = nn.Parameter(torch.as_tensor(w, dtype=torch.float32).clone())
-                self.bias[n.name] = nn.Parameter(torch.as_tensor(b, dtype=torch.float32).clone())
-                q = WeightQuantizer(int(w.shape[0]), wf, wb)
-                if n.name in fixed:  # unit scale: the integers are the weights themselves
-                    for t in (self.weight[n.name], self.bias[n.name], q.log2_scale):
-                        t.requires_grad_(False)
-                else:
-                    q.init_scale(self.weight[n.name])
-                self.wq[n.name] = q
+                self._add_conv(n.name, w, b, wf, wb, fixed=n.name in fixed)
             if n.name in tied:
                 if tied[n.name] not in group:
                     raise ValueError(f"{n.name}: tied to {tied[n.name]!r}, not an earlier node")
@@ -338,9 +322,21 @@ class QuantDetector(nn.Module):
         self._init_quantizers(n_groups, act_bits, None, None)
         return self
 
-    def is_fixed(self, name: str) -> bool:
-        """A conv whose integer weights are given (not quantized, calibrated or trained)."""
-        return bool(self.by_name[name].attrs.get("fixed"))
+    def _add_conv(
+        self, name: str, w: Any, b: Any, fmt: str, bits: int, fixed: bool = False
+    ) -> None:
+        """A conv's float weight and bias (copied, float32) and its WeightQuantizer. A fixed
+        conv has a unit scale, so its integers are the weights themselves, and nothing trains
+        them (option-A shortcuts, a route's channel split)."""
+        self.weight[name] = nn.Parameter(torch.as_tensor(w, dtype=torch.float32).clone())
+        self.bias[name] = nn.Parameter(torch.as_tensor(b, dtype=torch.float32).clone())
+        q = WeightQuantizer(int(self.weight[name].shape[0]), fmt, bits)
+        if fixed:
+            for t in (self.weight[name], self.bias[name], q.log2_scale):
+                t.requires_grad_(False)
+        else:
+            q.init_scale(self.weight[name])
+        self.wq[name] = q
 
     # ------------------------------------------------------------------------------------------
     # Helpers
