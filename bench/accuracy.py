@@ -121,8 +121,15 @@ def merge_result(key: str, entry: dict[str, Any], path: Path = RESULTS) -> None:
         "nms_thresh": DEFAULT_NMS,
         "preprocess": "letterbox, pad code 128, RGB codes / 255",
     }
+    write_results(doc, path)
+
+
+def write_results(doc: dict[str, Any], path: Path = RESULTS) -> None:
+    """accuracy.json as every command writes it (sorted keys), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def act_class(art: Any) -> str:
@@ -246,9 +253,7 @@ def refresh_speed(path: Path = RESULTS) -> list[str]:
         e.update(new)
         e["speed_command"] = "bench/accuracy.py speed"
         done.append(key)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_results(doc, path)
     return done
 
 
