@@ -40,13 +40,7 @@ from typing import Any
 import torch
 
 from models.darknet import Darknet, DarknetError
-from models.detect import (
-    DEFAULT_CONF,
-    DEFAULT_NMS,
-    artifact_detect_fn,
-    float_detect_fn,
-    heads_of_darknet,
-)
+from models.detect import DEFAULT_CONF, DEFAULT_NMS, artifact_detect_fn, float_detect_fn
 from models.evaluate import (
     VOC_CLASSES,
     evaluate_coco,
@@ -56,6 +50,7 @@ from models.evaluate import (
     save_result,
 )
 from models.paths import REPO_ROOT, data_dir
+from sw.postprocess import heads_of_darknet
 
 RESULTS = REPO_ROOT / "bench" / "results" / "accuracy.json"
 OUT_DIR = Path("out") / "accuracy"  # full results and PR curves (relative to the cwd)

@@ -4,8 +4,8 @@ Three kinds of network plug in here, all behind the same `detect_fn(image_bgr)` 
 `models.evaluate` (returns `(class_id, score, x1, y1, x2, y2)` in 0-based frame pixels):
 
 * float or fake-quant torch models that return raw head outputs (`Darknet`, `QuantDetector` in
-  fake-quant mode): decoded by :class:`FloatYoloDecoder`, which is the formula of
-  `sw.postprocess.YoloDecoder.decode` applied to real head values instead of code LUTs
+  fake-quant mode): decoded by `sw.postprocess.FloatYoloDecoder`, which is the formula of
+  `sw.postprocess.YoloDecoder` applied to real head values instead of code LUTs
   (tests/test_quant_detect.py checks that both give the same boxes on dequantized codes);
 * integer networks that return head *codes*: an artifact run by `sim.reference.run_network`, or
   `QuantDetector` in integer mode; decoded by the runtime's own `sw.postprocess.YoloDecoder`.
@@ -17,126 +17,25 @@ the float path feeds `codes / 255`, so a float and a quantized model see the sam
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sw.artifact import Artifact, Output
-from sw.postprocess import Detections, YoloDecoder, nms_per_class
-from sw.preprocess import Letterbox, letterbox
+from sw.postprocess import (
+    Detections,
+    FloatYoloDecoder,
+    YoloDecoder,
+    YoloHead,
+)
+from sw.preprocess import letterbox
 
 DEFAULT_CONF = 0.005  # the evaluation threshold of the reference mAP figures
 DEFAULT_NMS = 0.45  # darknet's do_nms_sort threshold
-MAX_CANDIDATES = 2000  # as YoloDecoder: caps a pathological frame
 
 Detection = tuple[int, float, float, float, float, float]
 DetectFn = Callable[[np.ndarray], list[Detection]]
-
-
-@dataclass(frozen=True)
-class YoloHead:
-    """One [yolo] head: anchors (A, 2) in network-input pixels, class count, scale_x_y."""
-
-    anchors: tuple[tuple[float, float], ...]
-    classes: int
-    scale_x_y: float = 1.0
-
-
-def heads_of_darknet(cfg: object) -> list[YoloHead]:
-    """The heads of a parsed darknet cfg (`models.darknet.DarknetConfig`), in output order."""
-    return [
-        YoloHead(tuple(s.head_anchors), int(s.classes), float(s.scale_x_y))
-        for s in cfg.yolo_layers  # type: ignore[attr-defined]
-    ]
-
-
-def heads_of_artifact(art: Artifact) -> list[YoloHead]:
-    return [
-        YoloHead(
-            tuple(tuple(float(v) for v in a) for a in o.attrs["anchors"]),
-            int(o.attrs["classes"]),
-            float(o.attrs.get("scale_x_y", 1.0)),
-        )
-        for o in art.outputs
-        if o.kind == "yolo"
-    ]
-
-
-def _sig_exp(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sigmoid and exp as YoloDecoder's LUTs compute them: float64 math, float32 result."""
-    t = np.asarray(t, dtype=np.float64)
-    return (1.0 / (1.0 + np.exp(-t))).astype(np.float32), np.exp(np.minimum(t, 80.0)).astype(
-        np.float32
-    )
-
-
-class FloatYoloDecoder:
-    """YOLO decoding of real head outputs, expression for expression `YoloDecoder.decode`.
-
-    The runtime decoder indexes 256-entry LUTs with codes; here the same sigmoid/exp values are
-    computed from the real outputs (float64, cast to float32 like the LUTs), and the rest of the
-    arithmetic is copied with the same dtypes, so on dequantized codes both decoders agree.
-    """
-
-    def __init__(
-        self,
-        heads: Sequence[YoloHead],
-        net_w: int,
-        net_h: int,
-        conf_thresh: float = DEFAULT_CONF,
-        nms_thresh: float = DEFAULT_NMS,
-        max_candidates: int = MAX_CANDIDATES,
-    ) -> None:
-        self.heads = list(heads)
-        self.net_w, self.net_h = net_w, net_h
-        self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
-        self.max_candidates = max_candidates
-
-    def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidates before NMS from one (C, H, W) real array per head, in head order."""
-        all_b, all_s, all_c = [], [], []
-        thr = self.conf_thresh
-        for hd, t in zip(self.heads, outputs, strict=True):
-            anchors = np.asarray(hd.anchors, dtype=np.float32)
-            a = anchors.shape[0]
-            ch, gh, gw = t.shape
-            if ch != a * (5 + hd.classes):
-                raise ValueError(f"head with {a} anchors got {ch} channels")
-            sig, ex = _sig_exp(np.asarray(t).reshape(a, 5 + hd.classes, gh, gw))
-            obj = sig[:, 4]
-            an, row, col = np.nonzero(obj > thr)
-            if an.size == 0:
-                continue
-            if an.size > self.max_candidates:
-                top = np.argsort(-obj[an, row, col])[: self.max_candidates]
-                an, row, col = an[top], row[top], col[top]
-            o = obj[an, row, col]
-            sxy = hd.scale_x_y
-            x = (col + sxy * sig[an, 0, row, col] - (sxy - 1) / 2) / gw * self.net_w
-            y = (row + sxy * sig[an, 1, row, col] - (sxy - 1) / 2) / gh * self.net_h
-            w = ex[an, 2, row, col] * anchors[an, 0]
-            h = ex[an, 3, row, col] * anchors[an, 1]
-            prob = o[:, None] * sig[an, 5:, row, col]
-            i, c = np.nonzero(prob > thr)
-            boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=1)[i]
-            all_b.append(boxes.astype(np.float32))
-            all_s.append(prob[i, c].astype(np.float32))
-            all_c.append(c.astype(np.int64))
-        if not all_b:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_c)
-
-    def __call__(self, outputs: Sequence[np.ndarray], lb: Letterbox | None = None) -> Detections:
-        boxes, scores, classes = self.decode(outputs)
-        if scores.size == 0:
-            return Detections()
-        keep = nms_per_class(boxes, scores, classes, self.nms_thresh)
-        boxes = boxes[keep]
-        if lb is not None:
-            boxes = lb.to_frame(boxes)
-        return Detections(boxes, scores[keep], classes[keep])
 
 
 def _as_list(d: Detections) -> list[Detection]:

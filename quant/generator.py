@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.darknet import Darknet
-from models.darknet.cfg import YoloSpec
 from quant.checkpoint import checkpoint_failure, load_plain
+from sw.darknet.cfg import YoloSpec
 
 
 class Generator(nn.Module):

@@ -427,8 +427,9 @@ def pareto(args: argparse.Namespace) -> None:
     losses = weight_losses(args, cm)
     pts = pareto_points(args, cm, losses)
     if "act_ranges" not in cache or "float_map" not in cache:
-        from models.detect import float_detect_fn, heads_of_darknet
+        from models.detect import float_detect_fn
         from models.evaluate import evaluate_voc
+        from sw.postprocess import heads_of_darknet
 
         t0 = time.perf_counter()
         _, qdet = build(args.source, 4, "pow2", 8)

@@ -77,9 +77,10 @@ def activation_sensitivity(qdet: QuantDetector, x: Tensor) -> tuple[float, list[
 
 
 def voc_map(qdet: QuantDetector, size: int) -> float:
-    from models.detect import float_detect_fn, heads_of_darknet
+    from models.detect import float_detect_fn
     from models.evaluate import evaluate_voc
     from models.paths import data_dir
+    from sw.postprocess import heads_of_darknet
 
     qdet.eval()
     qdet.invalidate()

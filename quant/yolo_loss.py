@@ -160,7 +160,7 @@ def yolo_v3_loss(
     Per ground truth, the best anchor over all anchors by width/height IoU decides; in the head
     whose mask holds it, the cell containing the centre and that anchor are responsible:
     - x, y: BCE of the sigmoid against the offset in the cell, mapped through scale_x_y as the
-      decoder (``models.detect.FloatYoloDecoder``) maps it back;
+      decoder (``sw.postprocess.FloatYoloDecoder``) maps it back;
     - w, h: squared error of the raw output against log(w / anchor_w), log(h / anchor_h);
     - both weighted by 2 - w * h / net area, as darknet does, so small boxes count more;
     - objectness BCE towards 1, class BCE towards the one-hot class.

@@ -13,9 +13,9 @@ from models.darknet import Darknet, DarknetError, parse_cfg
 from models.paths import data_dir
 from quant.equalize import equalize_depthwise
 from quant.model import LayerFormat, QuantDetector
+from sw.darknet.cfg import read_names
 
 MODELS = ("yolo-fastest-voc", "yolo-fastest-xl-voc", "mobilenetv2-yolov3-nano-voc")
-MAX_NAMES_BYTES = 1 << 20  # a class-names file is a short text file
 
 
 class ModelSourceError(ValueError):
@@ -64,22 +64,6 @@ def source(
     # The name goes into plan files and artifact names: keep it a plain file-name stem.
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg).stem) or "model"
     return ModelSource(name, Path(cfg), Path(weights), Path(names) if names else None, False)
-
-
-def read_names(path: Path) -> list[str]:
-    """Class names, one per line (blank lines skipped), as darknet's .names files hold them."""
-    try:
-        if path.stat().st_size > MAX_NAMES_BYTES:
-            raise ModelSourceError(f"{path}: {path.stat().st_size} bytes is not a class-names file")
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ModelSourceError(f"{path}: not UTF-8 text (a class-names file)") from None
-    except OSError as e:
-        raise ModelSourceError(f"{path}: cannot read ({e.strerror})") from None
-    names = [s.strip() for s in text.splitlines() if s.strip()]
-    if not names:
-        raise ModelSourceError(f"{path}: no class names in it")
-    return names
 
 
 def voc_names() -> list[str]:

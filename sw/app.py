@@ -1,6 +1,8 @@
 """``shiftdet detect INPUT``: run a quantized YOLO detector over a video, camera, stream or folder.
 
     python -m sw.app detect data/video/TUD-Stadtmitte/TUD-Stadtmitte.mp4 --model M.npz
+    python -m sw.app detect VIDEO --cfg my.cfg --weights my.weights   # float, OpenCV, CPU
+    python -m sw.app classify IMAGES/ --model resnet20.npz            # a classifier artifact
 
 Stages (threads, bounded queues, see ``sw/pipeline.py``): capture -> preprocess (letterbox) ->
 accelerator (the compiled plan on a backend) -> postprocess (YOLO decode + per-class NMS) ->
@@ -22,9 +24,11 @@ import math
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from sw import artifact as artifact_mod
 from sw import formats, info, selftest
@@ -32,12 +36,14 @@ from sw.accel_config import AccelConfig, ConfigError
 from sw.artifact import Artifact, ArtifactError
 from sw.backends import BACKENDS, Backend, BackendUnavailable, make_backend
 from sw.compiler import CompileError, compile_model
-from sw.draw import draw_detections
+from sw.darknet.cfg import DarknetError, read_names
+from sw.darknet.float_net import FloatDarknet
+from sw.draw import draw_detections, draw_ranking
 from sw.driver import AcceleratorError
 from sw.pipeline import Item, Pipeline, PipelineResult, stage_stats, throughput_fps
 from sw.plan import Plan
-from sw.postprocess import YoloDecoder
-from sw.preprocess import letterbox
+from sw.postprocess import FloatYoloDecoder, YoloDecoder
+from sw.preprocess import classifier_input, letterbox
 from sw.signals import Interrupted, StopSignals
 from sw.sinks import (
     CocoJsonSink,
@@ -53,6 +59,7 @@ from sw.sinks import (
 )
 from sw.sources import Source, SourceError, open_source
 from sw.timeline import write_timeline_png
+from sw.topk import TopK
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACT_DIR = REPO / "models" / "artifacts"
@@ -198,25 +205,9 @@ def _minutes(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="shiftdet", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    d = sub.add_parser(
-        "detect",
-        help="detect objects in a video, camera, stream or folder",
-        description="Outputs STEM.mp4 (or STEM.NNNN.mp4 segments) for a video, camera or "
-        "stream, one annotated image per input (same file name) for an image folder or a still "
-        "image, and STEM.jsonl, STEM.report.json and STEM.timeline.png, in --out-dir; --formats "
-        "adds COCO results JSON, MOTChallenge det.txt and per-image VOC XML. An output that is "
-        "one of the inputs (also through a symlink or hard link) is refused, and so are an "
-        "earlier run's outputs of the same name unless --overwrite is given. Exit status: 0 "
-        "done, 1 failure while running (a full disk included), 2 bad input (nothing written), "
-        "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (outputs finalised up to the last frame).",
-    )
-    d.add_argument("input", help="video file (also file://), camera index (0) or /dev/videoN, "
-                   "stream URL, or image folder")  # fmt: skip
-    d.add_argument("--model", help="model artifact (.npz); default: best under models/artifacts/")
-    d.add_argument("--backend", choices=BACKENDS, default="emu")
+def _run_options(d: argparse.ArgumentParser) -> None:
+    """The options ``detect`` and ``classify`` share: backend, outputs, pipeline, limits."""
+    d.add_argument("--backend", choices=BACKENDS, default=None, help="default: emu")
     d.add_argument("--config", help="accelerator build as JSON (AccelConfig fields)")
     d.add_argument("--bitstream", help="pynq: the .bit file (its .hwh beside it)")
     d.add_argument("--out-dir", default="out", help="where outputs go (default: out/)")
@@ -228,11 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-video", action="store_true",
                    help="do not write the annotated mp4 (or, for an image input, the annotated "
                         "images)")  # fmt: skip
-    d.add_argument("--formats", type=_formats, default=(), metavar="LIST",
-                   help="also write these, comma-separated: coco (STEM.coco.json, COCO results; "
-                        "ids in STEM.coco-images.json), mot (STEM.det.txt, MOTChallenge), voc "
-                        "(one PASCAL VOC XML per image, IMAGE_STEM.xml; image inputs only), or "
-                        "all")  # fmt: skip
     d.add_argument("--segment-minutes", type=_minutes, metavar="M",
                    help="write the video as STEM.NNNN.mp4 segments of M minutes, each playable "
                         "once the next starts, so a hard kill or power loss loses at most the "
@@ -246,10 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--serve-host", default="127.0.0.1", metavar="HOST",
                    help="address --serve binds (default 127.0.0.1: this machine only; 0.0.0.0 "
                         "on a headless board exposes it to the network)")  # fmt: skip
-    d.add_argument("--conf", type=_fraction, default=0.25,
-                   help="score threshold in [0, 1] (darknet: 0.25)")  # fmt: skip
-    d.add_argument("--nms", type=_fraction, default=0.45,
-                   help="per-class NMS IoU threshold in [0, 1]")  # fmt: skip
     d.add_argument("--max-frames", type=_positive(int), help="stop after this many frames")
     d.add_argument("--queue-depth", type=_positive(int), default=4,
                    help="frames queued between stages")  # fmt: skip
@@ -269,6 +251,62 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--emulate-build", metavar="JSON",
                    help="emu: model the accelerator as this other build (to check the refusal of "
                         "a plan compiled for another configuration)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="shiftdet", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d = sub.add_parser(
+        "detect",
+        help="detect objects in a video, camera, stream or folder",
+        description="Outputs STEM.mp4 (or STEM.NNNN.mp4 segments) for a video, camera or "
+        "stream, one annotated image per input (same file name) for an image folder or a still "
+        "image, and STEM.jsonl, STEM.report.json and STEM.timeline.png, in --out-dir; --formats "
+        "adds COCO results JSON, MOTChallenge det.txt and per-image VOC XML. An output that is "
+        "one of the inputs (also through a symlink or hard link) is refused, and so are an "
+        "earlier run's outputs of the same name unless --overwrite is given. Exit status: 0 "
+        "done, 1 failure while running (a full disk included), 2 bad input (nothing written), "
+        "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (outputs finalised up to the last frame).",
+    )
+    d.add_argument("input", help="video file (also file://), camera index (0) or /dev/videoN, "
+                   "stream URL, or image folder")  # fmt: skip
+    d.add_argument("--model", help="model artifact (.npz); default: best under models/artifacts/")
+    _run_options(d)
+    d.add_argument("--cfg", help="instead of --model: your own darknet detector's .cfg, run in "
+                   "float on the CPU by OpenCV (to see it before quantizing; the accelerator "
+                   "runs artifacts: python -m quant.ptq --cfg ... makes one)")  # fmt: skip
+    d.add_argument("--weights", help="with --cfg: its darknet .weights")
+    d.add_argument("--names", help="with --cfg: its class names, one per line (default: the "
+                   "class numbers)")  # fmt: skip
+    d.add_argument("--size", type=_positive(int), default=None,
+                   help="with --cfg: the square letterbox size it runs at (default 512, the "
+                        "quantizer's; an artifact fixes its own)")  # fmt: skip
+    d.add_argument("--formats", type=_formats, default=(), metavar="LIST",
+                   help="also write these, comma-separated: coco (STEM.coco.json, COCO results; "
+                        "ids in STEM.coco-images.json), mot (STEM.det.txt, MOTChallenge), voc "
+                        "(one PASCAL VOC XML per image, IMAGE_STEM.xml; image inputs only), or "
+                        "all")  # fmt: skip
+    d.add_argument("--conf", type=_fraction, default=0.25,
+                   help="score threshold in [0, 1] (darknet: 0.25)")  # fmt: skip
+    d.add_argument("--nms", type=_fraction, default=0.45,
+                   help="per-class NMS IoU threshold in [0, 1]")  # fmt: skip
+    d.set_defaults(task="detect")
+    c = sub.add_parser(
+        "classify",
+        help="classify images, a video, camera or stream with a classifier artifact",
+        description="Runs a classifier artifact (e.g. models/artifacts/resnet20-cifar10-*.npz) "
+        "on each image or frame: the centred crop of the model's aspect ratio, resized to its "
+        "input, normalised with the mean/std its metadata records, through the accelerator "
+        "path; writes STEM.jsonl (the top classes with softmax probabilities per input), "
+        "STEM.report.json, STEM.timeline.png and the labelled images or STEM.mp4, in "
+        "--out-dir, with the same checks and exit statuses as detect.",
+    )
+    c.add_argument("input", help="image folder, still image, video file, camera or stream")
+    c.add_argument("--model", required=True, help="classifier artifact (.npz)")
+    _run_options(c)
+    c.add_argument("--top", type=_positive(int), default=5, help="classes per input (default 5)")
+    c.set_defaults(task="classify", formats=(), cfg=None, weights=None, names=None, size=None,
+                   conf=0.25, nms=0.45)  # fmt: skip
     # The board's checks: sw/selftest.py and sw/info.py own their options.
     t = sub.add_parser(
         "selftest",
@@ -294,11 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
 class Detector:
     """The stage functions of one run, holding the model, the backend and the outputs."""
 
-    def __init__(self, plan: Plan, backend: Backend, names: list[str], decoder: YoloDecoder,
-                 sinks: list[Any], jsonl: JsonlSink | None,
-                 out: ImageOutputs | None = None) -> None:  # fmt: skip
-        self.plan, self.backend, self.names = plan, backend, names
-        _, self.h, self.w = plan.input_shape
+    def __init__(self, input_shape: tuple[int, int, int], backend: Backend | FloatDarknet,
+                 names: list[str], decoder: Any, sinks: list[Any], jsonl: JsonlSink | None,
+                 out: ImageOutputs | None = None,
+                 prepare: Callable[[np.ndarray], tuple[np.ndarray, Any]] | None = None,
+                 hwc: bool = True) -> None:  # fmt: skip
+        self.backend, self.names = backend, names
+        _, self.h, self.w = input_shape
+        # frame -> (the backend's input, its geometry for the decoder); darknet's letterbox
+        self.prepare = prepare or (lambda f: letterbox(f, self.w, self.h))
+        self.hwc = hwc
         self.decoder = decoder
         self.sinks, self.jsonl = sinks, jsonl
         self.out = out or ImageOutputs()
@@ -310,10 +353,10 @@ class Detector:
         self.rss_at: dict[str, float | None] = {}  # after 100 and 500 frames (a leak shows)
 
     def preprocess(self, item: Item) -> None:
-        item.data["rgb"], item.data["lb"] = letterbox(item.frame, self.w, self.h)
+        item.data["x"], item.data["lb"] = self.prepare(item.frame)
 
     def accelerate(self, item: Item) -> None:
-        item.data["out"] = self.backend.run(item.data.pop("rgb"), hwc=True)
+        item.data["out"] = self.backend.run(item.data.pop("x"), hwc=self.hwc)
         st = self.backend.stats
         self.accel_s["pl"] += st.pl_s
         self.accel_s["cpu"] += st.cpu_s
@@ -340,12 +383,7 @@ class Detector:
                     det, self.names, name, w, h, folder=o.folder_name, depth=item.frame.shape[2]
                 ),
             )
-        if self.sinks or o.images is not None:
-            frame = draw_detections(item.frame, det, self.names)
-            for s in self.sinks:
-                s.write(frame)
-            if o.images is not None and name is not None:
-                o.images.write(o.image_name(item.index), frame)
+        self._draw(item, lambda f: draw_detections(f, det, self.names))
         if self.jsonl is not None:
             rec: dict[str, Any] = {"frame": item.index}
             if name is not None:  # an image input: the results keyed by file name
@@ -353,6 +391,20 @@ class Detector:
             rec["detections"] = det.to_json(self.names)
             self.jsonl.write(rec)
         self.detections += len(det)  # counted once written, so the report matches the files
+        self._count()
+
+    def _draw(self, item: Item, draw: Callable[[np.ndarray], np.ndarray]) -> None:
+        """The annotated frame to the video sinks and, for an image input, its own file."""
+        o = self.out
+        name = o.file_name(item.index)
+        if self.sinks or o.images is not None:
+            frame = draw(item.frame)
+            for s in self.sinks:
+                s.write(frame)
+            if o.images is not None and name is not None:
+                o.images.write(o.image_name(item.index), frame)
+
+    def _count(self) -> None:
         self.frames += 1
         if self.frames in (100, 500):  # compared with the end of the run: a leak shows as growth
             self.rss_at[f"after_{self.frames}_frames"] = rss_mb()
@@ -360,6 +412,25 @@ class Detector:
     def stages(self) -> list[tuple[str, Any]]:
         return [("preprocess", self.preprocess), ("accelerator", self.accelerate),
                 ("postprocess", self.postprocess), ("output", self.output)]  # fmt: skip
+
+
+class Classifier(Detector):
+    """``shiftdet classify``: the stages of :class:`Detector` with a classifier's input (crop,
+    resize, normalise: ``sw.preprocess.classifier_input``), ranking (``sw.topk``) and outputs
+    (the top-1 label drawn; the top classes per input in the JSON lines)."""
+
+    def output(self, item: Item) -> None:
+        rank = item.data["det"]
+        o = self.out
+        name = o.file_name(item.index)
+        self._draw(item, lambda f: draw_ranking(f, rank, self.names))
+        if self.jsonl is not None:
+            rec: dict[str, Any] = {"frame": item.index}
+            if name is not None:
+                rec.update(file=name, size=[item.frame.shape[1], item.frame.shape[0]])
+            rec["top"] = rank.to_json(self.names)
+            self.jsonl.write(rec)
+        self._count()
 
 
 class ImageOutputs:
@@ -431,6 +502,147 @@ class ImageOutputs:
             "categories": formats.categories(names),
             "annotations": [],
         }
+
+
+@dataclass
+class Model:
+    """What a run detects with: an artifact compiled to a plan for a backend, or (``--cfg``) a
+    darknet detector in float on OpenCV, behind the same decoder, names and input shape."""
+
+    path: Path  # the artifact, or the cfg
+    name: str
+    files: list[Path]  # what it reads: never an output
+    names: list[str]
+    input_shape: tuple[int, int, int]
+    decoder: YoloDecoder | FloatYoloDecoder
+    backend: str
+    plan: Plan | None = None
+    float_net: FloatDarknet | None = None
+    measured: dict[str, Any] = field(default_factory=dict)
+    float_info: dict[str, Any] | None = None
+    prepare: Callable[[np.ndarray], tuple[np.ndarray, Any]] | None = None  # default letterbox
+    hwc: bool = True  # the backend's input layout
+
+
+def _floating(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) is not None for k in ("cfg", "weights", "names"))
+
+
+def load_model(args: argparse.Namespace) -> Model:
+    """The artifact of ``--model`` (or the default one), compiled for ``--config``."""
+    if args.size is not None:
+        raise UsageError("--size goes with --cfg: an artifact runs at its own input size")
+    args.backend = args.backend or "emu"
+    model_path = Path(args.model) if args.model else find_default_artifact()
+    art: Artifact = artifact_mod.load(model_path)
+    if args.task == "classify":
+        return _classifier(args, model_path, art)
+    if not any(o.kind == "yolo" for o in art.outputs):
+        hint = " (a classifier: shiftdet classify)" if _preprocess_of(art) else ""
+        raise UsageError(f"{model_path}: the model has no YOLO outputs{hint}")
+    names = art.classes or [str(i) for i in range(art.outputs[0].attrs.get("classes", 0))]
+    plan = compile_model(art, load_config(args.config), cpu_fallback=args.cpu_fallback)
+    try:
+        decoder = YoloDecoder.for_plan(plan, conf_thresh=args.conf, nms_thresh=args.nms)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"{model_path}: cannot decode its YOLO outputs: {e}") from None
+    if args.print_plan:
+        print(plan.table())
+    return Model(model_path, art.name, [model_path], names, plan.input_shape, decoder,
+                 args.backend, plan=plan, measured=art.metadata.get("measured", {}))  # fmt: skip
+
+
+def _preprocess_of(art: Artifact) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A classifier's input normalisation from its metadata (mean, std per RGB channel)."""
+    pre = art.metadata.get("preprocess")
+    if not isinstance(pre, dict) or pre.get("layout", "RGB") != "RGB":
+        return None
+    try:
+        mean = tuple(float(v) for v in pre["mean"])
+        std = tuple(float(v) for v in pre["std"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    ok = len(mean) == len(std) == 3 and all(math.isfinite(v) for v in mean + std)
+    return (mean, std) if ok and min(std) > 0 else None
+
+
+def _classifier(args: argparse.Namespace, model_path: Path, art: Artifact) -> Model:
+    """A classifier artifact: one raw output of class scores, its normalisation recorded."""
+    pre = _preprocess_of(art)
+    raw = [o for o in art.outputs if o.kind == "raw"]
+    if any(o.kind == "yolo" for o in art.outputs):
+        raise UsageError(f"{model_path}: a detector (YOLO outputs): shiftdet detect runs it")
+    if pre is None or len(raw) != 1 or len(art.outputs) != 1:
+        raise UsageError(f"{model_path}: not a classifier artifact (it needs one raw output "
+                         "and an RGB mean/std under metadata.preprocess)")  # fmt: skip
+    plan = compile_model(art, load_config(args.config), cpu_fallback=args.cpu_fallback)
+    node = raw[0].node
+    region = plan.regions[node]
+    assert region.shape is not None and region.quant is not None  # an output is an activation
+    c, h, w = region.shape
+    if (h, w) != (1, 1) or (art.classes and len(art.classes) != c):
+        raise UsageError(f"{model_path}: output {node!r} is {c}x{h}x{w}; a classifier's is "
+                         f"one score per class (C x 1 x 1)")  # fmt: skip
+    names = art.classes or [str(i) for i in range(c)]
+    ranker = TopK(node, region.quant, c, args.top)
+    q = plan.input_quant
+    mean, std = pre
+    _, ih, iw = plan.input_shape
+
+    def prepare(frame: np.ndarray) -> tuple[np.ndarray, None]:
+        return classifier_input(frame, iw, ih, mean, std, q.zero, q.scale, q.bits), None  # type: ignore[arg-type]
+
+    if args.print_plan:
+        print(plan.table())
+    return Model(model_path, art.name, [model_path], names, plan.input_shape, ranker,
+                 args.backend, plan=plan, measured=art.metadata.get("measured", {}),
+                 prepare=prepare, hwc=False)  # fmt: skip
+
+
+def load_float_model(args: argparse.Namespace) -> Model:
+    """``--cfg --weights [--names] [--size]``: the darknet detector in float on OpenCV. The
+    accelerator's options have nothing to run here: each is refused in one line."""
+    if args.cfg is None or args.weights is None:
+        raise UsageError("--cfg and --weights go together (a darknet .cfg and its .weights); "
+                         "--names goes with them")  # fmt: skip
+    if args.model is not None:
+        raise UsageError("give either --model (an artifact) or --cfg/--weights, not both")
+    accel = {"--backend": args.backend, "--config": args.config, "--bitstream": args.bitstream,
+             "--emulate-build": args.emulate_build,
+             "--cpu-fallback": args.cpu_fallback or None}  # fmt: skip
+    given = [k for k, v in accel.items() if v is not None]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: --cfg runs the float model on the CPU (OpenCV); the "
+            "accelerator runs artifacts: make one with python -m quant.ptq --cfg ... --weights "
+            "... --out M.npz, then --model M.npz"
+        )
+    cfg, weights = Path(args.cfg), Path(args.weights)
+    for opt, p in (("--cfg", cfg), ("--weights", weights), ("--names", args.names)):
+        if p is not None and not Path(p).is_file():
+            raise UsageError(f"{opt} {p}: no such file")
+    size = args.size or 512
+    net = FloatDarknet(cfg, weights, size, size)
+    counts = sorted({h.classes for h in net.heads})
+    if args.names is not None:
+        names = read_names(args.names)
+        if counts != [len(names)]:
+            raise UsageError(f"{cfg}: its [yolo] layers have {'/'.join(map(str, counts))} "
+                             f"classes, --names {args.names} has {len(names)}")  # fmt: skip
+    else:
+        names = [str(i) for i in range(max(counts))]
+    decoder = FloatYoloDecoder(net.heads, size, size, conf_thresh=args.conf,
+                               nms_thresh=args.nms)  # fmt: skip
+    if args.print_plan:
+        heads = [tuple(s) for s in net.head_shapes]
+        print(f"{cfg.name}: float on the CPU (OpenCV DNN), {len(net.cfg.layers)} darknet "
+              f"layers, heads {heads}; no accelerator plan")  # fmt: skip
+    files = [cfg, weights, *([Path(args.names)] if args.names else [])]
+    float_info = {"cfg": str(cfg), "weights": str(weights),
+            "names": None if args.names is None else str(args.names), "size": size,
+            "runs_on": "CPU, float32, OpenCV DNN (not the accelerator)"}  # fmt: skip
+    return Model(cfg, cfg.stem, files, names, net.input_shape, decoder, net.name,
+                 float_net=net, float_info=float_info)  # fmt: skip
 
 
 def _say(msg: str) -> None:
@@ -519,19 +731,8 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         # -- every check first; nothing below creates or truncates an output ----------------
         if args.name is not None:
             check_name(args.name)
-        model_path = Path(args.model) if args.model else find_default_artifact()
-        art: Artifact = artifact_mod.load(model_path)
-        if not any(o.kind == "yolo" for o in art.outputs):
-            raise UsageError(f"{model_path}: the model has no YOLO outputs")
-        names = art.classes or [str(i) for i in range(art.outputs[0].attrs.get("classes", 0))]
-        cfg = load_config(args.config)
-        plan = compile_model(art, cfg, cpu_fallback=args.cpu_fallback)
-        try:
-            decoder = YoloDecoder.for_plan(plan, conf_thresh=args.conf, nms_thresh=args.nms)
-        except (ValueError, TypeError, KeyError) as e:
-            raise UsageError(f"{model_path}: cannot decode its YOLO outputs: {e}") from None
-        if args.print_plan:
-            print(plan.table())
+        model = load_float_model(args) if _floating(args) else load_model(args)
+        names, decoder = model.names, model.decoder
         source = open_source(args.input, read_timeout_s=args.source_timeout)
         opened.append(source)
         out_dir = Path(args.out_dir)
@@ -550,7 +751,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         if minutes is None:
             minutes = LIVE_SEGMENT_MINUTES if source.live else 0.0
         seg_frames = max(1, round(minutes * 60 * source.fps)) if minutes > 0 else None
-        inputs = [*source.files, model_path]
+        inputs = [*source.files, *model.files]
         for extra in (args.config, args.emulate_build, args.bitstream):
             if extra:
                 inputs += [Path(extra), Path(extra).with_suffix(".hwh")]
@@ -570,7 +771,10 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
             if args.backend != "emu":
                 raise UsageError("--emulate-build applies to the emu backend only")
             opts["device_cfg"] = load_config(args.emulate_build)
-        backend = make_backend(args.backend, plan, **opts)
+        if model.plan is None:  # the float model: OpenCV is its backend
+            backend = model.float_net
+        else:
+            backend = make_backend(args.backend or "emu", model.plan, **opts)
         opened.append(backend)
         sinks: list[Any] = []
         if args.show:
@@ -608,7 +812,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         jsonl = JsonlSink(paths["jsonl"])
         opened.append(jsonl)
     except (UsageError, ArtifactError, CompileError, SourceError, OutputError,
-            BackendUnavailable, AcceleratorError) as e:  # fmt: skip
+            BackendUnavailable, AcceleratorError, DarknetError) as e:  # fmt: skip
         _say(f"error: {e}")
         _close_all(opened)
         return 2
@@ -616,7 +820,9 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         _close_all(opened)
         raise
 
-    det = Detector(plan, backend, names, decoder, sinks, jsonl, outs)
+    task = Classifier if args.task == "classify" else Detector
+    det = task(model.input_shape, backend, names, decoder, sinks, jsonl, outs, model.prepare,
+               model.hwc)  # fmt: skip
     total = source.total if args.max_frames is None else min(source.total or 10**9,
                                                              args.max_frames)  # fmt: skip
     bar = None
@@ -628,8 +834,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         if tqdm is not None:
             bar = tqdm(total=total, unit="frame", desc=Path(args.input).name[:30],
                        file=sys.stderr)  # fmt: skip
-    ctx = {"args": args, "model_path": model_path, "art": art, "plan": plan, "source": source,
-           "det": det, "stops": stops}  # fmt: skip
+    ctx = {"args": args, "model": model, "source": source, "det": det, "stops": stops}
     last_snapshot = [time.monotonic()]
 
     def on_output(_item: Item) -> None:
@@ -661,7 +866,7 @@ def _run_detect(args: argparse.Namespace, stops: StopSignals) -> int:
         _say(f"error: {e}")
         finalised = False
     try:
-        drew = write_timeline_png(res, paths["timeline"], title=f"{art.name} on {args.backend}")
+        drew = write_timeline_png(res, paths["timeline"], title=f"{model.name} on {model.backend}")
     except OutputError as e:
         _say(f"error: {e}")
         drew = finalised = False
@@ -689,28 +894,30 @@ def _report_bytes(report: dict[str, Any]) -> bytes:
     return json.dumps(report, indent=1).encode()
 
 
-def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan: Plan,
-                source: Source, res: PipelineResult, det: Detector, stops: StopSignals,
-                final: bool) -> dict[str, Any]:  # fmt: skip
+def make_report(args: argparse.Namespace, model: Model, source: Source, res: PipelineResult,
+                det: Detector, stops: StopSignals, final: bool) -> dict[str, Any]:  # fmt: skip
     """The run's JSON report; ``final`` False for the snapshots a long run writes on the way."""
     n = max(res.frames_out, 1)
     return {
         "final": final,
         "input": args.input,
-        "model": str(model_path),
-        "model_name": art.name,
+        "model": str(model.path),
+        "model_name": model.name,
+        "task": args.task,
         # The accuracy measured for this model (VOC sample, TUD person AP), so a reader of the
         # report knows what the boxes are worth.
-        "model_measured": art.metadata.get("measured", {}),
-        "backend": args.backend,
+        "model_measured": model.measured,
+        # The float model (--cfg): its files and that it ran in float, not on the accelerator.
+        "float_model": model.float_info,
+        "backend": model.backend,
         "mode": res.mode,
-        "input_size": list(plan.input_shape[1:]),
+        "input_size": list(model.input_shape[1:]),
         "frames_in": res.frames_in,
         "frames_out": res.frames_out,
         "dropped_live": res.dropped,
         "skipped_undecodable": list(source.skipped),
         "skip_reasons": {str(i): r for i, r in source.skip_reasons.items()},
-        "detections": det.detections,
+        "detections": det.detections if args.task == "detect" else None,
         "wall_s": round(res.wall_s if final else time.perf_counter() - res.t0, 3),
         "fps": round(throughput_fps(res), 3),
         "stage_ms": stage_stats(res),
@@ -718,7 +925,7 @@ def make_report(args: argparse.Namespace, model_path: Path, art: Artifact, plan:
             "pl": round(det.accel_s["pl"] * 1e3 / n, 3),
             "cpu_steps": round(det.accel_s["cpu"] * 1e3 / n, 3),
         },  # fmt: skip
-        "plan": plan.summary(),
+        "plan": None if model.plan is None else model.plan.summary(),
         "rss_mb": {**det.rss_at, "end": rss_mb(), "peak": peak_rss_mb()},
         "video": None if det.video is None else [p.name for p in det.video.segments],
         "annotated_images": (
@@ -767,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted during start-up: nothing written")
         return 130
-    if args.command == "detect":
+    if args.command in ("detect", "classify"):
         return run_detect(args)
     if args.command in ("selftest", "info"):
         return _run_board_command(args)

@@ -15,12 +15,16 @@ A box is a candidate when objectness > thresh and it is kept for class c when pr
 
 Because a head's codes are bytes and dequantization is affine, ``sigmoid(t)`` and ``exp(t)`` are
 256-entry lookup tables per head: no transcendental function is evaluated per frame.
+:class:`FloatYoloDecoder` decodes real head outputs (a float model: ``shiftdet detect --cfg``,
+the evaluation of float and fake-quant torch models) with the same formula, computing sigmoid and
+exp as the LUTs do; both go through one :func:`_decode_head`, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -62,11 +66,111 @@ class _Head:
     exp: np.ndarray
 
 
-def _luts(q: Quant) -> tuple[np.ndarray, np.ndarray]:
-    t = q.scale * (np.arange(256, dtype=np.float64) - q.zero)
+def sig_exp(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sigmoid(t) and exp(t) (capped at t = 80), float64 math with a float32 result: the LUTs'
+    entries and the float decoder's values."""
+    t = np.asarray(t, dtype=np.float64)
     return (1.0 / (1.0 + np.exp(-t))).astype(np.float32), np.exp(np.minimum(t, 80.0)).astype(
         np.float32
     )
+
+
+def _luts(q: Quant) -> tuple[np.ndarray, np.ndarray]:
+    return sig_exp(q.scale * (np.arange(256, dtype=np.float64) - q.zero))
+
+
+@dataclass(frozen=True)
+class YoloHead:
+    """One [yolo] head: anchors (A, 2) in network-input pixels, class count, scale_x_y."""
+
+    anchors: tuple[tuple[float, float], ...]
+    classes: int
+    scale_x_y: float = 1.0
+
+
+def heads_of_darknet(cfg: Any) -> list[YoloHead]:
+    """The heads of a parsed darknet cfg (`sw.darknet.cfg.DarknetConfig`), in output order."""
+    return [
+        YoloHead(tuple(s.head_anchors), int(s.classes), float(s.scale_x_y)) for s in cfg.yolo_layers
+    ]
+
+
+def heads_of_artifact(art: Any) -> list[YoloHead]:
+    """The heads of an artifact's YOLO outputs (`sw.artifact.Artifact`), in output order."""
+    return [
+        YoloHead(
+            tuple(tuple(float(v) for v in a) for a in o.attrs["anchors"]),
+            int(o.attrs["classes"]),
+            float(o.attrs.get("scale_x_y", 1.0)),
+        )
+        for o in art.outputs
+        if o.kind == "yolo"
+    ]
+
+
+if TYPE_CHECKING:  # an alias for annotations only (numpy types at run time vary on boards)
+    from typing import Tuple
+
+    Candidates = Tuple[np.ndarray, np.ndarray, np.ndarray]
+EMPTY: Candidates = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                     np.zeros(0, np.int64))  # fmt: skip
+
+
+def _decode_head(
+    obj: np.ndarray,
+    at: Callable[[slice | int, tuple[np.ndarray, ...]], tuple[np.ndarray, np.ndarray]],
+    anchors: np.ndarray,
+    scale_x_y: float,
+    net_w: int,
+    net_h: int,
+    thr: float,
+    max_candidates: int,
+) -> Candidates | None:
+    """One head's candidates: ``obj`` (A, G_h, G_w) is sigmoid(t_o); ``at(channel, (an, row,
+    col))`` gives sigmoid and exp of that channel (an int or the class slice) at the cells."""
+    an, row, col = np.nonzero(obj > thr)
+    if an.size == 0:
+        return None
+    if an.size > max_candidates:  # a pathological frame must not stall the app
+        top = np.argsort(-obj[an, row, col])[:max_candidates]
+        an, row, col = an[top], row[top], col[top]
+    cells = (an, row, col)
+    gh, gw = obj.shape[1:]
+    o = obj[cells]
+    sxy = scale_x_y
+    x = (col + sxy * at(0, cells)[0] - (sxy - 1) / 2) / gw * net_w
+    y = (row + sxy * at(1, cells)[0] - (sxy - 1) / 2) / gh * net_h
+    w = at(2, cells)[1] * anchors[an, 0]
+    h = at(3, cells)[1] * anchors[an, 1]
+    prob = o[:, None] * at(slice(5, None), cells)[0]  # (N, classes)
+    i, c = np.nonzero(prob > thr)
+    boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=1)[i]
+    return boxes.astype(np.float32), prob[i, c].astype(np.float32), c.astype(np.int64)
+
+
+def _join(found: list[Candidates]) -> Candidates:
+    if not found:
+        return EMPTY
+    return tuple(np.concatenate(parts) for parts in zip_strict(*found))  # type: ignore[return-value]
+
+
+class _Nms:
+    """NMS and the map back to the frame, shared by both decoders."""
+
+    nms_thresh: float
+
+    def decode(self, outputs: Any) -> Candidates:
+        raise NotImplementedError
+
+    def __call__(self, outputs: Any, lb: Letterbox | None = None) -> Detections:
+        boxes, scores, classes = self.decode(outputs)
+        if scores.size == 0:
+            return Detections()
+        keep = nms_per_class(boxes, scores, classes, self.nms_thresh)
+        boxes = boxes[keep]
+        if lb is not None:
+            boxes = lb.to_frame(boxes)
+        return Detections(boxes, scores[keep], classes[keep])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,7 +216,7 @@ def nms_per_class_reference(
     return np.array(sorted(keep, key=lambda i: -scores[i]), dtype=np.int64)
 
 
-class YoloDecoder:
+class YoloDecoder(_Nms):
     """Decodes the YOLO outputs of a plan or artifact (``outputs`` with kind ``yolo``)."""
 
     def __init__(
@@ -146,10 +250,9 @@ class YoloDecoder:
         _, h, w = plan.input_shape
         return cls(plan.outputs, quants, w, h, **kw)
 
-    def decode(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode(self, outputs: dict[str, np.ndarray]) -> Candidates:
         """Candidates before NMS: boxes (input pixels, corners), scores, class ids."""
-        all_b, all_s, all_c = [], [], []
-        thr = self.conf_thresh
+        found = []
         for hd in self.heads:
             codes = outputs[hd.name]
             a = hd.anchors.shape[0]
@@ -157,35 +260,59 @@ class YoloDecoder:
             if ch != a * (5 + hd.classes):
                 raise ValueError(f"head {hd.name!r}: {ch} channels for {a} anchors")
             p = codes.reshape(a, 5 + hd.classes, gh, gw)
-            obj = hd.sig[p[:, 4]]
-            an, row, col = np.nonzero(obj > thr)
-            if an.size == 0:
-                continue
-            if an.size > self.max_candidates:  # a pathological frame must not stall the app
-                top = np.argsort(-obj[an, row, col])[: self.max_candidates]
-                an, row, col = an[top], row[top], col[top]
-            o = obj[an, row, col]
-            sxy = hd.scale_x_y
-            x = (col + sxy * hd.sig[p[an, 0, row, col]] - (sxy - 1) / 2) / gw * self.net_w
-            y = (row + sxy * hd.sig[p[an, 1, row, col]] - (sxy - 1) / 2) / gh * self.net_h
-            w = hd.exp[p[an, 2, row, col]] * hd.anchors[an, 0]
-            h = hd.exp[p[an, 3, row, col]] * hd.anchors[an, 1]
-            prob = o[:, None] * hd.sig[p[an, 5:, row, col]]  # (N, classes)
-            i, c = np.nonzero(prob > thr)
-            boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=1)[i]
-            all_b.append(boxes.astype(np.float32))
-            all_s.append(prob[i, c].astype(np.float32))
-            all_c.append(c.astype(np.int64))
-        if not all_b:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_c)
 
-    def __call__(self, outputs: dict[str, np.ndarray], lb: Letterbox | None = None) -> Detections:
-        boxes, scores, classes = self.decode(outputs)
-        if scores.size == 0:
-            return Detections()
-        keep = nms_per_class(boxes, scores, classes, self.nms_thresh)
-        boxes = boxes[keep]
-        if lb is not None:
-            boxes = lb.to_frame(boxes)
-        return Detections(boxes, scores[keep], classes[keep])
+            def at(k: slice | int, cells: tuple[np.ndarray, ...],
+                   hd: _Head = hd, p: np.ndarray = p) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                an, row, col = cells
+                q = p[an, k, row, col]
+                return hd.sig[q], hd.exp[q]
+
+            got = _decode_head(hd.sig[p[:, 4]], at, hd.anchors, hd.scale_x_y, self.net_w,
+                               self.net_h, self.conf_thresh, self.max_candidates)  # fmt: skip
+            if got is not None:
+                found.append(got)
+        return _join(found)
+
+
+class FloatYoloDecoder(_Nms):
+    """YOLO decoding of real head outputs (a float or fake-quant model), the formula of
+    :class:`YoloDecoder` with sigmoid/exp computed as its LUTs compute them, so on dequantized
+    codes both decoders give the same boxes (tests/test_quant_detect.py)."""
+
+    def __init__(
+        self,
+        heads: Sequence[YoloHead],
+        net_w: int,
+        net_h: int,
+        conf_thresh: float = 0.25,
+        nms_thresh: float = 0.45,
+        max_candidates: int = 2000,
+    ) -> None:
+        self.heads = list(heads)
+        if not self.heads:
+            raise ValueError("the model has no YOLO outputs to decode")
+        self.net_w, self.net_h = net_w, net_h
+        self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
+        self.max_candidates = max_candidates
+
+    def decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
+        """Candidates before NMS from one (C, H, W) real array per head, in head order."""
+        found = []
+        for hd, t in zip_strict(self.heads, outputs):
+            anchors = np.asarray(hd.anchors, dtype=np.float32)
+            a = anchors.shape[0]
+            ch, gh, gw = t.shape
+            if ch != a * (5 + hd.classes):
+                raise ValueError(f"head with {a} anchors got {ch} channels")
+            sig, ex = sig_exp(np.asarray(t).reshape(a, 5 + hd.classes, gh, gw))
+
+            def at(k: slice | int, cells: tuple[np.ndarray, ...], sig: np.ndarray = sig,
+                   ex: np.ndarray = ex) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                an, row, col = cells
+                return sig[an, k, row, col], ex[an, k, row, col]
+
+            got = _decode_head(sig[:, 4], at, anchors, hd.scale_x_y, self.net_w, self.net_h,
+                               self.conf_thresh, self.max_candidates)  # fmt: skip
+            if got is not None:
+                found.append(got)
+        return _join(found)

@@ -61,6 +61,11 @@ def letterbox_geometry(src_w: int, src_h: int, dst_w: int, dst_h: int) -> Letter
                      (dst_h - new_h) // 2)  # fmt: skip
 
 
+def _check_frame(frame_bgr: np.ndarray) -> None:
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {frame_bgr.shape}")
+
+
 def letterbox(
     frame_bgr: np.ndarray, dst_w: int, dst_h: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, Letterbox]:
@@ -69,8 +74,7 @@ def letterbox(
     ``out`` (an array of that shape) is reused when given, so a pipeline allocates nothing per
     frame; only its padding border is rewritten.
     """
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {frame_bgr.shape}")
+    _check_frame(frame_bgr)
     h, w = frame_bgr.shape[:2]
     g = letterbox_geometry(w, h, dst_w, dst_h)
     if out is None:
@@ -105,3 +109,27 @@ def normalized_codes(
     q = np.rint(x / np.float32(scale)) + np.float32(zero)
     q = np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
     return np.ascontiguousarray(q.transpose(0, 3, 1, 2))
+
+
+def classifier_input(
+    frame_bgr: np.ndarray,
+    dst_w: int,
+    dst_h: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    zero: int,
+    scale: float,
+    bits: int = 8,
+) -> np.ndarray:
+    """(H, W, 3) BGR frame -> a classifier's (3, dst_h, dst_w) input codes: the centred crop of
+    the frame's aspect ratio ``dst_w : dst_h`` (nothing is cropped from a frame of that shape),
+    resized with area averaging (none when it already has the size, so a CIFAR image's codes
+    are exactly the evaluation's), then :func:`normalized_codes`."""
+    _check_frame(frame_bgr)
+    h, w = frame_bgr.shape[:2]
+    cw, ch = min(w, h * dst_w // dst_h) or 1, min(h, w * dst_h // dst_w) or 1
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    crop = frame_bgr[y0 : y0 + ch, x0 : x0 + cw]
+    if (cw, ch) != (dst_w, dst_h):
+        crop = cv2.resize(crop, (dst_w, dst_h), interpolation=cv2.INTER_AREA)
+    return normalized_codes(crop[None, :, :, ::-1], mean, std, zero, scale, bits)[0]

@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.detect import (
+from models.detect import artifact_detect_fn, float_detect_fn
+from models.paths import data_dir
+from sw.artifact import Output, Quant
+from sw.postprocess import (
     FloatYoloDecoder,
+    YoloDecoder,
     YoloHead,
-    artifact_detect_fn,
-    float_detect_fn,
     heads_of_artifact,
     heads_of_darknet,
 )
-from models.paths import data_dir
-from sw.artifact import Output, Quant
-from sw.postprocess import YoloDecoder
 
 torch.set_num_threads(1)  # shared CI machine: avoid thread-pool thrashing
 

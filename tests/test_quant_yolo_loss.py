@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from models.darknet import YoloSpec
-from models.detect import FloatYoloDecoder, YoloHead
 from quant.yolo_loss import VocTrainSet, yolo_v3_loss
 from sw import artifact as artmod
+from sw.postprocess import FloatYoloDecoder, YoloHead
 from sw.preprocess import letterbox_geometry
 
 torch.set_num_threads(1)

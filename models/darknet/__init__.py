@@ -1,8 +1,10 @@
 """Exact import of darknet YOLO detectors (cfg + weights) into PyTorch, checked against OpenCV's
-reader: `cfg` parses and validates the cfg, `weights` reads the weights file, `modules` holds
-the PyTorch layers and `Darknet`."""
+reader. The file formats are read by `sw.darknet` (`cfg` parses and validates the cfg, `weights`
+cuts the weights file into each conv's floats): they live in the torch-free runtime, which runs a
+user's cfg in float through OpenCV too. `modules` holds the PyTorch layers and `Darknet`."""
 
-from models.darknet.cfg import (
+from models.darknet.modules import BN_EPS, LEAKY_SLOPE, ConvLayer, Darknet, ShortcutLayer, activate
+from sw.darknet.cfg import (
     ACTIVATIONS,
     ConvSpec,
     DarknetConfig,
@@ -19,8 +21,7 @@ from models.darknet.cfg import (
     parse_cfg,
     parse_cfg_text,
 )
-from models.darknet.modules import BN_EPS, LEAKY_SLOPE, ConvLayer, Darknet, ShortcutLayer, activate
-from models.darknet.weights import ConvWeights, WeightsHeader, read_weights, read_weights_file
+from sw.darknet.weights import ConvWeights, WeightsHeader, read_weights, read_weights_file
 
 __all__: list[str] = [
     "ACTIVATIONS",

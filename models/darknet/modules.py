@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.darknet.cfg import (
+from sw.darknet.cfg import (
     ConvSpec,
     DarknetConfig,
     DropoutSpec,
@@ -29,7 +29,7 @@ from models.darknet.cfg import (
     infer_shapes,
     parse_cfg,
 )
-from models.darknet.weights import WeightsHeader, read_weights
+from sw.darknet.weights import WeightsHeader, read_weights
 
 BN_EPS = 1e-5  # darknet (AlexeyAB) normalize: (x - mean) / sqrt(var + .00001f)
 LEAKY_SLOPE = 0.1  # darknet leaky: x > 0 ? x : .1 * x

@@ -20,11 +20,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Tuple
+
+from sw.compat import zip_strict
 
 ACTIVATIONS = ("leaky", "relu", "relu6", "linear")
 
-Shape = tuple[int, int, int]  # (channels, height, width)
+Shape = Tuple[int, int, int]  # (channels, height, width); typing.Tuple: Python 3.8 boards
+MAX_CFG_BYTES = 4 << 20  # a cfg is a text file of some kilobytes; a bigger one is a wrong path
+MAX_NAMES_BYTES = 1 << 20  # a class-names file is a short text file
 
 
 class DarknetError(ValueError):
@@ -36,7 +40,7 @@ class DarknetError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class LayerSpec:
     """Common fields: where the layer is (for error messages) and its output at net size."""
 
@@ -51,7 +55,7 @@ class LayerSpec:
         return f"layer {self.index} [{self.kind}] (section {self.section}, line {self.line})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class ConvSpec(LayerSpec):
     in_channels: int
     filters: int
@@ -70,7 +74,7 @@ class ConvSpec(LayerSpec):
         return self.groups == self.in_channels > 1
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class ShortcutSpec(LayerSpec):
     source: int  # absolute index of the layer added to the previous layer's output
     activation: str
@@ -78,7 +82,7 @@ class ShortcutSpec(LayerSpec):
     kind: ClassVar[str] = "shortcut"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class RouteSpec(LayerSpec):
     layers: tuple[int, ...]  # absolute indices, concatenated along channels in this order
     groups: int = 1  # darknet's channel split: keep part `group_id` of `groups` of each input
@@ -87,14 +91,14 @@ class RouteSpec(LayerSpec):
     kind: ClassVar[str] = "route"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class UpsampleSpec(LayerSpec):
     stride: int  # nearest-neighbour factor
 
     kind: ClassVar[str] = "upsample"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class MaxpoolSpec(LayerSpec):
     size: int
     stride: int
@@ -103,14 +107,14 @@ class MaxpoolSpec(LayerSpec):
     kind: ClassVar[str] = "maxpool"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class DropoutSpec(LayerSpec):
     probability: float  # identity at inference
 
     kind: ClassVar[str] = "dropout"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)  # keyword construction only (no kw_only: Python 3.8 boards)
 class YoloSpec(LayerSpec):
     mask: tuple[int, ...]  # which anchors this head predicts
     anchors: tuple[tuple[float, float], ...]  # all anchors (w, h) in network-input pixels
@@ -474,7 +478,7 @@ def _out_shape(spec: LayerSpec, shapes: Sequence[Shape], in_shape: Shape) -> Sha
         hw = {s[1:] for s in srcs}
         if len(hw) != 1:
             raise _CfgError(f"concatenates layers {list(spec.layers)} of different sizes {srcs}")
-        for i, s in zip(spec.layers, srcs, strict=True):
+        for i, s in zip_strict(spec.layers, srcs):
             if s[0] % spec.groups:
                 raise _CfgError(f"groups={spec.groups} does not divide layer {i}'s {s[0]} channels")
         out = (sum(s[0] // spec.groups for s in srcs), *srcs[0][1:])
@@ -524,10 +528,33 @@ def parse_cfg_text(text: str, name: str = "<cfg>") -> DarknetConfig:
     return DarknetConfig(name, width, height, channels, tuple(specs), net_options)
 
 
+def _read_text(path: Path, what: str, limit: int) -> str:
+    """A small text file's contents; a missing, unreadable, huge or non-UTF-8 file is one line."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise DarknetError(f"{path}: {size} bytes is not a {what}")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DarknetError(f"{path}: not UTF-8 text (a {what})") from None
+    except OSError as e:
+        raise DarknetError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def parse_cfg(path: str | Path) -> DarknetConfig:
     """Parse a darknet .cfg file (see `parse_cfg_text`)."""
     path = Path(path)
-    return parse_cfg_text(path.read_text(), name=path.name)
+    return parse_cfg_text(_read_text(path, "darknet cfg", MAX_CFG_BYTES), name=path.name)
+
+
+def read_names(path: str | Path) -> list[str]:
+    """Class names, one per line (blank lines skipped), as darknet's .names files hold them."""
+    path = Path(path)
+    names = [s.strip() for s in _read_text(path, "class-names file", MAX_NAMES_BYTES).splitlines()]
+    names = [s for s in names if s]
+    if not names:
+        raise DarknetError(f"{path}: no class names in it")
+    return names
 
 
 def infer_shapes(cfg: DarknetConfig, height: int, width: int) -> list[Shape]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.darknet.cfg import ConvSpec, DarknetError
+from sw.darknet.cfg import ConvSpec, DarknetError
 
 
 @dataclass(frozen=True)
