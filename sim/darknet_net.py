@@ -140,13 +140,23 @@ def random_artifact_from_cfg(
 def accelerator_layers(
     art: Artifact, cfg: AccelConfig
 ) -> list[tuple[str, dict[str, int] | None, str]]:
-    """(node name, descriptor fields or None, op) for every node; None = runs on the CPU."""
+    """(node name, descriptor fields or None, op) for every node; None = runs on the CPU. The
+    input's only consumer takes the compiler's packed input windows when they pay
+    (``sw.compiler.windows_of``), as in a compiled plan."""
+    from sw.compiler import windows_of
+
     shapes = art.shapes()
+    users = [n for n in art.nodes if art.input_name in n.inputs]
     out = []
     for n in art.nodes:
         if n.op == "conv":
             zero = {"in": 0, "weight": 0, "const": 0, "out": 0}
-            d = conv_descriptor(n, shapes[n.inputs[0]], art.quant_of(n.inputs[0]), zero, 1)
+            node, in_shape, in_quant = n, shapes[n.inputs[0]], art.quant_of(n.inputs[0])
+            only = len(users) == 1 and users[0] is n
+            got = windows_of(n, in_shape, cfg.lanes, in_quant.zero) if only else None
+            if got is not None:
+                node, in_shape, _ = got
+            d = conv_descriptor(node, in_shape, in_quant, zero, 1)
             fields = d.as_dict()
             fields["strip_width"] = choose_strip(fields, cfg)
             out.append((n.name, fields, "dense" if d.op == 1 else "depthwise"))

@@ -4,12 +4,15 @@ FINN/TVM style: the artifact is lowered to a plain graph (:class:`Graph`, one :c
 per node) and a list of small named passes, each doing one job, annotates it:
 
 1. ``assign_engines``  every layer to the PL (accelerator) or the CPU, with the reason;
-2. ``split_output_channels``  a dense conv too large for the weight buffer as several passes,
+2. ``pack_input_windows``  the first conv (3 input channels: 3 of 16 lanes busy, k*k taps) as a
+                       1x1 conv over its input windows packed into channels, which the CPU
+                       writes with the frame (27 channels for 3x3: 2 lane groups, 1 tap);
+3. ``split_output_channels``  a dense conv too large for the weight buffer as several passes,
                        each a run of output channels, joined by a concat;
-3. ``choose_strips``   column-strip width of each PL layer within the on-chip buffers;
-4. ``fold_concats``    concats done by addressing (parts written side by side in one buffer);
-5. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
-6. ``emit``            descriptors (``sw.descriptors``), DDR image (``sw.contract.layout``).
+4. ``choose_strips``   column-strip width of each PL layer within the on-chip buffers;
+5. ``fold_concats``    concats done by addressing (parts written side by side in one buffer);
+6. ``allocate_memory`` DDR offsets: static blocks, then activations reusing dead tensors' memory;
+7. ``emit``            descriptors (``sw.descriptors``), DDR image (``sw.contract.layout``).
 
 What the PL can do comes from :class:`Capabilities` (what the RTL's descriptor check accepts:
 dense and depthwise convs with the pow2/binary/int weights it lists, the residual add);
@@ -59,7 +62,7 @@ from sw.descriptors import (
     Descriptor,
     pack_program,
 )
-from sw.plan import CPUStep, LayerInfo, Plan, PLStep, Region
+from sw.plan import CPUStep, InputWindows, LayerInfo, Plan, PLStep, Region
 
 
 class CompileError(ValueError):
@@ -204,6 +207,8 @@ class Graph:
     size: int = 0
     static_size: int = 0
     passes: list[str] = field(default_factory=list)
+    input: str = ""  # the tensor the frame is written into (the artifact's input, or its windows)
+    windows: InputWindows | None = None
 
     def layer(self, name: str) -> GLayer:
         for g in self.layers:
@@ -223,7 +228,8 @@ def lower(art: Artifact, cfg: AccelConfig, cpu_fallback: bool = False) -> Graph:
             kind = "dense" if n.attrs["groups"] == 1 else "depthwise"
         layers.append(GLayer(n.name, n.op, kind, list(n.inputs), n, shapes[n.name]))
     quants = {art.input_name: art.input_quant, **{n.name: n.quant for n in art.nodes}}
-    return Graph(art, cfg, Capabilities.of(cfg), layers, shapes, quants, cpu_fallback)
+    return Graph(art, cfg, Capabilities.of(cfg), layers, shapes, quants, cpu_fallback,
+                 input=art.input_name)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,6 +277,58 @@ def assign_engines(g: Graph) -> None:
                 "concat": "concat copy on the CPU",
             }[layer.kind]
         layer.engine, layer.reason = ("CPU", reason) if reason else ("PL", "")
+
+
+def windows_of(node: Node, in_shape: tuple[int, int, int], lanes: int,
+               zero: int) -> tuple[Node, tuple[int, int, int], InputWindows] | None:  # fmt: skip
+    """``node`` (a dense kxk conv) as a 1x1 conv over its packed input windows, with the packed
+    tensor's shape and the packing, when that needs fewer lane groups x taps than the conv
+    (``ceil(k*k*C / L) < k*k * ceil(C / L)``: a 3-channel image); else None.
+
+    The weights are the same codes reordered, ``(C_out, C, k, k) -> (C_out, k*k*C, 1, 1)`` with
+    input channel ``(u*k + t)*C + c`` (the order of :meth:`InputWindows.pack`); bias, multipliers
+    and shifts are unchanged. Every output is the same sum of the same products
+    ``v * (q - z_in)`` (border taps are ``z_in``, real zero, as in section 4.2's padding), so the
+    accumulator, the section 4.3 bound and the requantized code are the same bit for bit."""
+    a = node.attrs
+    if node.op != "conv" or a["groups"] != 1 or a["kernel"] == 1:
+        return None
+    c = in_shape[0]
+    k = a["kernel"]
+    if groups(k * k * c, lanes) >= k * k * groups(c, lanes):
+        return None
+    win = InputWindows(k, a["stride"], a["pad"], zero)
+    shape = win.out_shape(*in_shape)
+    codes = node.tensors["codes"]
+    tensors = {**node.tensors,
+               "codes": np.ascontiguousarray(codes.transpose(0, 2, 3, 1)).reshape(
+                   codes.shape[0], k * k * c, 1, 1)}  # fmt: skip
+    attrs = {**a, "kernel": 1, "stride": 1, "pad": 0}
+    return Node(node.name, "conv", [f"{node.inputs[0]}.windows"], attrs, node.quant, tensors), \
+        shape, win  # fmt: skip
+
+
+def pack_input_windows(g: Graph) -> None:
+    """The input's only consumer, a PL dense conv on few channels, runs as a 1x1 conv over the
+    frame's windows packed into channels (:func:`windows_of`): 3x3 on RGB becomes 27 channels,
+    2 lane groups and one tap instead of 1 group and 9 taps at 3/16 lane use. The CPU writes the
+    packed tensor with the frame (``Plan.fill_input``), the accelerator sees an ordinary conv."""
+    users = [layer for layer in g.layers if g.input in layer.inputs]
+    if len(users) != 1 or users[0].engine != "PL" or users[0].kind != "dense":
+        return
+    layer = users[0]
+    got = windows_of(layer.node, g.shapes[g.input], g.cfg.lanes, g.quants[g.input].zero)
+    if got is None:
+        return
+    node, shape, win = got
+    name = node.inputs[0]
+    c = g.shapes[g.input][0]
+    layer.node, layer.inputs = node, list(node.inputs)
+    layer.reason = (f"input windows packed: {win.kernel}x{win.kernel}x{c} -> {shape[0]} channels, "
+                    f"1x1 (written by the CPU with the frame)")  # fmt: skip
+    del g.shapes[g.input]
+    g.shapes[name], g.quants[name] = shape, g.quants[g.input]
+    g.input, g.windows = name, win
 
 
 def split_output_channels(g: Graph) -> None:
@@ -435,8 +493,8 @@ def allocate_memory(g: Graph) -> None:
                 * CHANNEL_RECORD_BYTES,
             )
     g.static_size = pos
-    g.offsets[g.art.input_name] = pos
-    pos = align(pos + blocked_bytes(g.shapes[g.art.input_name], lanes))
+    g.offsets[g.input] = pos
+    pos = align(pos + blocked_bytes(g.shapes[g.input], lanes))
     arena = pos
 
     end = len(g.layers)
@@ -520,9 +578,9 @@ def emit(g: Graph) -> Plan:
             _root(g, t)[0],
         )
     # The pinned input's padding lanes hold its zero point once and for all.
-    c, h, w = g.shapes[art.input_name]
+    c, h, w = g.shapes[g.input]
     if c % lanes:
-        r = regions[art.input_name]
+        r = regions[g.input]
         view = mem[r.offset : r.offset + r.size].reshape(groups(c, lanes), h, w, lanes)
         view[-1, :, :, c % lanes :] = art.input_quant.zero
 
@@ -607,7 +665,7 @@ def emit(g: Graph) -> Plan:
         regions=regions,
         steps=steps,
         layers=infos,
-        input_name=art.input_name,
+        input_name=g.input,
         input_shape=tuple(art.input_shape),
         input_quant=art.input_quant,
         outputs=list(art.outputs),
@@ -616,11 +674,13 @@ def emit(g: Graph) -> Plan:
         artifact_version=FORMAT_VERSION,
         passes=list(g.passes),
         cycle_model=cycle_src,
+        input_windows=g.windows,
     )
 
 
 PASSES: list[tuple[str, Callable[[Graph], None]]] = [
     ("assign_engines", assign_engines),
+    ("pack_input_windows", pack_input_windows),
     ("split_output_channels", split_output_channels),
     ("choose_strips", choose_strips),
     ("fold_concats", fold_concats),

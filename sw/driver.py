@@ -239,12 +239,7 @@ class Driver:
         if view is not None:  # zero copy: only the real channels move
             plan.fill_input(view(plan.base + off, size), image, hwc)
         else:
-            q = np.moveaxis(image, -1, 0) if hwc else image
-            if tuple(q.shape) != plan.input_shape:
-                raise ValueError(
-                    f"input of shape {list(image.shape)}, plan expects "
-                    f"{list(plan.input_shape)} (C, H, W)"
-                )
+            q = plan.input_codes(image, hwc)  # the frame, or its packed windows
             await self.t.write_mem(plan.base + off, plan.encode_tensor(plan.input_name, q))
 
     async def run_frame(self, image: np.ndarray, hwc: bool = False) -> dict[str, np.ndarray]:

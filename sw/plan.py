@@ -61,6 +61,43 @@ class CPUStep:
     reason: str
 
 
+@dataclass(frozen=True)
+class InputWindows:
+    """The first conv's input windows packed into channels (docs/arithmetic.md section 10,
+    input windows): the frame is written as the (k*k*C, H_out, W_out) tensor whose channel
+    ``(u*k + t)*C + c`` at ``(i, j)`` is input channel ``c`` at row ``i*stride + u - pad``,
+    column ``j*stride + t - pad`` (``zero``, the input's zero point, outside the frame), and the
+    conv runs as a 1x1 conv on it: the same products and sums, k*k times fewer weight taps."""
+
+    kernel: int
+    stride: int
+    pad: int
+    zero: int
+
+    def out_shape(self, c: int, h: int, w: int) -> tuple[int, int, int]:
+        k, s, p = self.kernel, self.stride, self.pad
+        return k * k * c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+    def pack(self, src: np.ndarray) -> np.ndarray:
+        """(H, W, C) codes -> (H_out, W_out, k*k*C) codes."""
+        h, w, c = src.shape
+        k, s, p = self.kernel, self.stride, self.pad
+        _, ho, wo = self.out_shape(c, h, w)
+        padded = np.full((h + 2 * p, w + 2 * p, c), self.zero, dtype=np.uint8)
+        padded[p : p + h, p : p + w] = src
+        # A pixel's C codes as one C-byte item: each tap is then one strided copy of whole
+        # pixels (4x faster than copying C-byte pieces of a uint8 array).
+        pixel = np.dtype((np.void, c))
+        pix = padded.view(pixel).reshape(h + 2 * p, w + 2 * p)
+        out = np.empty((ho, wo, k * k), dtype=pixel)
+        for u in range(k):
+            for t in range(k):
+                out[:, :, u * k + t] = pix[
+                    u : u + s * (ho - 1) + 1 : s, t : t + s * (wo - 1) + 1 : s
+                ]
+        return out.view(np.uint8).reshape(ho, wo, k * k * c)
+
+
 @dataclass
 class LayerInfo:
     """One row of the plan table."""
@@ -97,6 +134,9 @@ class Plan:
     artifact_version: int = FORMAT_VERSION
     passes: list[str] = field(default_factory=list)
     cycle_model: str = ""  # where predicted cycles came from ("" = no cycle model present)
+    # The first conv's input windows packed into channels: the input region then holds them,
+    # computed from the frame by write_input / fill_input (None: it holds the frame itself).
+    input_windows: InputWindows | None = None
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -171,15 +211,25 @@ class Plan:
         r = self.regions[self.input_name]
         self.fill_input(mem[r.offset : r.offset + r.size], image, hwc)
 
-    def fill_input(self, region: np.ndarray, image: np.ndarray, hwc: bool = False) -> None:
-        """Write the real channels of the input into the input region's bytes ``region``."""
+    def _input_hwc(self, image: np.ndarray, hwc: bool) -> np.ndarray:
+        """The input region's tensor, channels last: the frame, or its packed windows."""
         c, h, w = self.input_shape
-        lanes = self.cfg.lanes
-        view = region.reshape(groups(c, lanes), h, w, lanes)
         src = image if hwc else np.moveaxis(image, 0, -1)
         if src.shape != (h, w, c):
             got = list(image.shape)
             raise ValueError(f"input of shape {got}, the plan expects {[c, h, w]} (C, H, W)")
+        return src if self.input_windows is None else self.input_windows.pack(src)
+
+    def input_codes(self, image: np.ndarray, hwc: bool = False) -> np.ndarray:
+        """The input region's tensor (C, H, W) for a frame: what ``encode_tensor`` takes."""
+        return np.moveaxis(self._input_hwc(image, hwc), -1, 0)
+
+    def fill_input(self, region: np.ndarray, image: np.ndarray, hwc: bool = False) -> None:
+        """Write the real channels of the input into the input region's bytes ``region``."""
+        src = self._input_hwc(image, hwc)
+        h, w, c = src.shape
+        lanes = self.cfg.lanes
+        view = region.reshape(groups(c, lanes), h, w, lanes)
         for g in range(groups(c, lanes)):
             n = min(lanes, c - g * lanes)
             view[g, :, :, :n] = src[:, :, g * lanes : g * lanes + n]

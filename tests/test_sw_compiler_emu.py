@@ -14,7 +14,7 @@ from sw.backends.emu import EmuBackend
 from sw.compiler import CompileError, compile_model, layer_limit, lower
 from sw.contract.layout import CHANNEL_RECORD, unpack_codes
 from sw.descriptors import OP_ADD, Descriptor
-from sw.plan import CPUStep, PLStep
+from sw.plan import CPUStep, InputWindows, PLStep
 
 CONFIGS = [
     AccelConfig(),
@@ -237,7 +237,7 @@ def test_live_tensors_never_share_memory(seed: int) -> None:
     for o in art.outputs:
         last[o.node] = len(order)
     span = {n: (i, max(i, last.get(n, i))) for i, n in enumerate(order)}
-    span[art.input_name] = (-1, len(order))
+    span[plan.input_name] = (-1, len(order))  # the frame's tensor (packed windows here)
     regs = plan.regions
     names = list(span)
     for i, x in enumerate(names):
@@ -281,9 +281,11 @@ def test_ddr_image_padding_and_descriptors() -> None:
     text = plan.table()
     assert all(li.name in text for li in plan.layers) and "DDR" in text
     # the input padding lanes hold the input zero point in the static image
-    inp = plan.regions["image"]
-    lanes = plan.memory[inp.offset : inp.offset + inp.size].reshape(16, 16, 16)
-    assert (lanes[:, :, 3:] == art.input_quant.zero).all()
+    inp = plan.regions[plan.input_name]  # the packed windows of the 3x3/2 first conv
+    c, h, w = inp.shape
+    assert (c, h, w) == (27, 8, 8)
+    lanes = plan.memory[inp.offset : inp.offset + inp.size].reshape(2, h, w, 16)
+    assert (lanes[1, :, :, c - 16 :] == art.input_quant.zero).all()
 
 
 def test_max_channels_limit() -> None:
@@ -411,3 +413,79 @@ def test_requantize_exact_for_every_shift(seed: int) -> None:
             want = ops.requantize(acc, m_pos, mn, shift, z, bits)
             got = kernels.requantize(acc.astype(np.float64), m_pos, mn, shift, z, bits)
             np.testing.assert_array_equal(got, want)
+
+
+# -- the first conv over packed input windows (compiler pass pack_input_windows) -----------------
+
+
+WINDOWS = [(3, 2, 1, 0), (3, 1, 1, 37), (3, 1, 0, 200), (5, 2, 2, 9)]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "pad", "zero"), WINDOWS)
+def test_input_windows_pack_is_the_conv_window(kernel: int, stride: int, pad: int,
+                                               zero: int) -> None:  # fmt: skip
+    """InputWindows.pack against the definition, element by element (border taps = zero)."""
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + pad)
+    src = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    win = InputWindows(kernel, stride, pad, zero)
+    got = win.pack(src)
+    c, ho, wo = win.out_shape(3, 9, 11)
+    assert got.shape == (ho, wo, c) == (ho, wo, kernel * kernel * 3)
+    for i in range(ho):
+        for j in range(wo):
+            for u in range(kernel):
+                for t in range(kernel):
+                    y, x = i * stride + u - pad, j * stride + t - pad
+                    inside = 0 <= y < 9 and 0 <= x < 11
+                    want = src[y, x] if inside else np.full(3, zero, np.uint8)
+                    k = (u * kernel + t) * 3
+                    np.testing.assert_array_equal(got[i, j, k : k + 3], want, err_msg=f"{i, j}")
+
+
+@pytest.mark.parametrize("cfg_index", range(len(CONFIGS)))
+@pytest.mark.parametrize("zero", [0, 113])
+def test_packed_first_conv_is_bit_exact_and_cheaper(cfg_index: int, zero: int) -> None:
+    """A 3-channel first conv (3x3, stride 2 and 1) runs packed: the plan says so, the emulator
+    equals the reference through both input paths (zero-copy fill and encoded write, CHW and
+    HWC frames), and the packed descriptor needs fewer cycles than the conv itself would."""
+    import dataclasses
+
+    from sim.ddr import conv_descriptor
+    from sw.contract.cycles import layer_cycles
+
+    cfg = CONFIGS[cfg_index]
+    rng = np.random.default_rng(500 + cfg_index + zero)
+    specs = [{"stride": 2, "out_channels": 8}, {"stride": 1, "out_channels": 8}]
+    art = conv_chain(rng, specs, shape=(3, 13, 18))
+    art = dataclasses.replace(art, input_quant=Quant(8, zero, float(np.float32(1 / 255))))
+    plan = compile_model(art, cfg)
+    assert plan.input_windows == InputWindows(3, 2, 1, zero)
+    assert plan.regions[plan.input_name].shape == (27, 7, 9)
+    assert "input windows packed" in plan.layers[0].note
+    img = rng.integers(0, 256, art.input_shape).astype(np.uint8)
+    want = run_network(art, img)
+    with EmuBackend(plan) as be:
+        np.testing.assert_array_equal(be.run(img)["c1"], want["c1"])
+        np.testing.assert_array_equal(be.run(img.transpose(1, 2, 0), hwc=True)["c1"], want["c1"])
+    mem = plan.memory.copy()  # the encoded path the RTL transport takes
+    off, size = plan.tensor_bytes(plan.input_name)
+    mem[off : off + size] = plan.encode_tensor(plan.input_name, plan.input_codes(img))
+    filled = plan.memory.copy()
+    plan.write_input(filled, img)
+    np.testing.assert_array_equal(mem, filled)
+    first = art.nodes[0]
+    zeros = {"in": 0, "weight": 0, "const": 0, "out": 0}
+    unpacked = conv_descriptor(
+        first, art.input_shape, art.input_quant, zeros, plan.layers[0].strip_width
+    )
+    assert plan.layers[0].cycles < layer_cycles(unpacked.as_dict(), cfg).total
+
+
+def test_input_windows_only_where_they_pay() -> None:
+    rng = np.random.default_rng(77)
+    wide = conv_chain(rng, [{"stride": 1, "out_channels": 8}], shape=(16, 8, 8))
+    assert compile_model(wide, AccelConfig()).input_windows is None  # 16 channels fill the lanes
+    one = conv_chain(rng, [{"kernel": 1, "stride": 1, "out_channels": 8}])
+    assert compile_model(one, AccelConfig()).input_windows is None  # 1x1: nothing to pack
+    dw = conv_chain(rng, [{"depthwise": True}])
+    assert compile_model(dw, AccelConfig()).input_windows is None  # depthwise: one lane each
