@@ -50,6 +50,7 @@ from quant.integer import (
 )
 from quant.quantizers import ActQuantizer, WeightQuantizer, round_ste
 from sw.artifact import Quant
+from sw.darknet.cfg import channel_selection
 
 
 @dataclass
@@ -71,17 +72,6 @@ def contract_activation(attrs: Mapping[str, Any]) -> str:
     """The conv activation as the contract has it: relu6 is relu whose output range stops at 6
     (the quantizer's ceiling), so the clamp at the top code is the 6."""
     return "relu" if attrs["activation"] == "relu6" else attrs["activation"]
-
-
-def channel_selection(channels: int, groups: int, group_id: int) -> np.ndarray:
-    """1x1 conv weights (out, in, 1, 1) that pass on chunk ``group_id`` of ``groups`` equal
-    chunks of ``channels`` (darknet's route ``groups``/``group_id``)."""
-    if channels % groups:
-        raise ValueError(f"route groups={groups} does not divide {channels} channels")
-    n = channels // groups
-    w = np.zeros((n, channels, 1, 1), np.float32)
-    w[np.arange(n), group_id * n + np.arange(n), 0, 0] = 1.0
-    return w
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Darknet cfg -> artifact with random weights of the real shapes, and -> accelerator layers.
 
 For ``bench/accelerator.py`` (and RTL tests of real layer shapes) where no quantized artifact
-of the real detectors is wanted: shapes come from the cfg (``models.darknet``), weights and
-constants from ``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8, 8-bit
-activations).
+of the real detectors is wanted: shapes come from the cfg (``sw.darknet.cfg``, no torch),
+weights and constants from ``sim.reference.randnet`` (dense convs pow2 4-bit, depthwise int8,
+8-bit activations).
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import dataclasses
 
 import numpy as np
 
-from models.darknet import (
+from sim.ddr import add_descriptor, choose_strip, conv_descriptor
+from sim.reference.randnet import random_add, random_conv
+from sw.artifact import Artifact, Node, Output, Quant
+from sw.contract.codes import encode_codes
+from sw.contract.config import AccelConfig
+from sw.contract.requant import conv_constants
+from sw.darknet.cfg import (
     ConvSpec,
     DropoutSpec,
     MaxpoolSpec,
@@ -20,15 +26,10 @@ from models.darknet import (
     ShortcutSpec,
     UpsampleSpec,
     YoloSpec,
+    channel_selection,
     infer_shapes,
     parse_cfg,
 )
-from sim.ddr import add_descriptor, choose_strip, conv_descriptor
-from sim.reference.randnet import random_add, random_conv
-from sw.artifact import Artifact, Node, Output, Quant
-from sw.contract.codes import encode_codes
-from sw.contract.config import AccelConfig
-from sw.contract.requant import conv_constants
 
 
 def selection_conv(
@@ -36,8 +37,6 @@ def selection_conv(
 ) -> Node:
     """A route's channel split as the exact 1x1 conv quant.model lowers it to: weights 1 and 0
     (pow2, unit scale), no bias, output quantized as the input, so the codes pass unchanged."""
-    from quant.model import channel_selection  # noqa: PLC0415 - the one definition of the split
-
     v = channel_selection(channels, groups, group_id).astype(np.int64)
     n = v.shape[0]
     mp, mn, sh = conv_constants(np.ones(n), "linear")

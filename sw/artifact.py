@@ -28,7 +28,6 @@ import math
 import os
 import stat
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from sw.atomic import replace_file
 from sw.compat import zip_strict
 
 # The integer limits are the contract's (M <= MULT_MAX, S <= SHIFT_MAX, 32-bit accumulators).
@@ -631,21 +631,10 @@ def _encode(art: Artifact) -> bytes:
 
 
 def write_atomic(data: bytes, path: Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
+    """Write ``data`` to ``path`` (its folder made if missing) through a temporary file and a
+    rename (``sw.atomic.replace_file``): never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes the file private (0600); an artifact is meant to be shared and copied
-        # to a board, so give it the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(path, data)
     return path
 
 

@@ -39,6 +39,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sw.atomic import Content, replace_file
+
 # Kept free on an output's file system so that the outputs can be finalised (mp4 index, the
 # report, the timeline PNG) after a sink stopped for a full disk.
 RESERVE_BYTES = 4 << 20
@@ -74,28 +76,13 @@ def check_space(path: Path, need: int) -> None:
         )
 
 
-def write_atomic(path: Path, data: bytes | Callable[[Any], None]) -> None:
-    """Write a small file through a temporary file and a rename: readers see the old file or
-    the new one, never a part. ``data``: the bytes, or a function writing to a binary file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_atomic(path: Path, data: Content) -> None:
+    """``sw.atomic.replace_file`` for an output: readers see the old file or the new one, never
+    a part; an OS error is an :class:`OutputError` naming the file."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, bytes):
-                f.write(data)
-            else:
-                data(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; outputs are for sharing
-        os.replace(tmp, path)
+        replace_file(path, data)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {str(path)!r}: {_why(e)}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_writable(path: Path) -> None:

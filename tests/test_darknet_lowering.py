@@ -17,12 +17,13 @@ from darknet_nets import random_bn
 from models.darknet import Darknet, parse_cfg_text
 from quant.calibrate import calibrate_activations
 from quant.export import forward_int_codes, to_artifact
-from quant.model import QuantDetector, channel_selection
+from quant.model import QuantDetector
 from sim.darknet_net import random_artifact_from_cfg
 from sim.reference import run_network
 from sw.backends.emu import EmuBackend
 from sw.compiler import compile_model
 from sw.contract.config import DEFAULT_CONFIG
+from sw.darknet.cfg import channel_selection
 from sw.plan import PLStep
 
 SEED = 7

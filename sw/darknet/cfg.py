@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Tuple
 
+import numpy as np
+
 from sw.compat import zip_strict
 
 ACTIVATIONS = ("leaky", "relu", "relu6", "linear")
@@ -147,6 +149,19 @@ class DarknetConfig:
     def head_indices(self) -> list[int]:
         """Index of the layer feeding each [yolo] layer (its raw output is the head output)."""
         return [s.index - 1 for s in self.yolo_layers]
+
+
+def channel_selection(channels: int, groups: int, group_id: int) -> np.ndarray:
+    """A route's channel split (``groups``/``group_id``) as 1x1 conv weights (out, in, 1, 1):
+    ones that pass on chunk ``group_id`` of ``groups`` equal chunks of ``channels``, zeros
+    elsewhere. quant.model lowers a split to this conv (docs/arithmetic.md section 7.2), and
+    sim's random artifacts use the same weights."""
+    if channels % groups:
+        raise ValueError(f"route groups={groups} does not divide {channels} channels")
+    n = channels // groups
+    w = np.zeros((n, channels, 1, 1), np.float32)
+    w[np.arange(n), group_id * n + np.arange(n), 0, 0] = 1.0
+    return w
 
 
 # --------------------------------------------------------------------------------------------
