@@ -261,6 +261,24 @@ def rtl_frame(cfg: AccelConfig) -> dict[str, object]:
     }  # fmt: skip
 
 
+def dense_engine_figures(cfg: AccelConfig) -> dict[str, object]:
+    """The dense engine's shift-MACs per cycle (L_o x L_i shift-and-add units) and its LUTs per
+    shift-MAC, from the yosys run of the engine alone (hw/dense.py's DenseArray at this build's
+    lanes) that ``make bench-pow2x2`` records; None when that file is for other lanes."""
+    macs = cfg.lanes * cfg.dense_out_lanes
+    out: dict[str, object] = {"dense_macs_per_cycle": macs, "lut_per_shift_mac": None,
+                              "engine_lut": None, "source": None}  # fmt: skip
+    path = REPO / "bench" / "results" / "pow2x2_cost.json"
+    if path.is_file():
+        cost = json.loads(path.read_text())
+        if (cost.get("lanes_in"), cost.get("lanes_out")) == (cfg.lanes, cfg.dense_out_lanes):
+            lut = cost["one_shifter"]["lut"]
+            out.update(lut_per_shift_mac=round(lut / macs, 1), engine_lut=lut,
+                       source="bench/results/pow2x2_cost.json one_shifter (make bench-pow2x2): "
+                              "DenseArray alone, yosys synth_xilinx -family xcup")  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--no-rtl", action="store_true", help="skip the Verilator runs")
@@ -282,6 +300,7 @@ def main() -> None:
     if not syn:
         print("\nno build/synth/resources.json: run `make synth` for the resource figures")
     fast, xl = nets["yolo-fastest-voc"], nets["yolo-fastest-xl-voc"]
+    engine = dense_engine_figures(cfg)
     result = {
         "lut": syn.get("lut"), "ff": syn.get("ff"), "dsp": syn.get("dsp"),
         "bram36": syn.get("bram36"), "zu3eg_lut_fraction": syn.get("zu3eg_lut_fraction"),
@@ -294,6 +313,9 @@ def main() -> None:
         "roofline_fraction_xl_512": xl["roofline_fraction"],
         "verilator_cycles_per_s": rtl["verilator_cycles_per_s"],
         **whole,
+        "dense_macs_per_cycle": engine["dense_macs_per_cycle"],
+        "lut_per_shift_mac": engine["lut_per_shift_mac"],
+        "dense_engine": engine,
         "config": cfg.as_dict(),
         "memory_model": {
             "port": "1 beat (16 B) per cycle read and write each (128-bit HP port, 200 MHz)",
