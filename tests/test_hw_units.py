@@ -174,18 +174,21 @@ def test_eltwise_rounds_ties_up(shift: int) -> None:
     assert np.array_equal(got.reshape(-1), ties.expected(100, 8)), f"seed {SEED + shift}"
 
 
-@pytest.mark.parametrize("bits", [4, 3])
-def test_dense_array_shift_add(bits: int) -> None:
-    """The shift-and-add array equals the integer dot product of the decoded weights."""
-    rng = np.random.default_rng(SEED + bits)
-    li, lo, n = 4, 3, 25
+@pytest.mark.parametrize(("bits", "li", "lo"), [(4, 4, 3), (3, 4, 3), (4, 16, 2), (4, 5, 2)])
+def test_dense_array_shift_add(bits: int, li: int, lo: int) -> None:
+    """The shift-and-add array equals the integer dot product of the decoded weights; with 16
+    (and an odd 5) input lanes every carry-in of the adder tree is used, and the first vectors
+    make every weight negative at the largest shift on inputs of -255 / 255 (every owed +1)."""
+    rng = np.random.default_rng(SEED + bits + li)
+    n = 25
     d = rng.integers(-255, 256, size=(n, li))
+    d[:3] = [[-255] * li, [255] * li, [(-255) ** (k % 2) for k in range(li)]]
     e_max = 6 if bits == 4 else 2
     codes4 = np.zeros((n, lo, li), dtype=np.int64)
     v = np.zeros((n, lo, li), dtype=np.int64)
     for idx in np.ndindex(n, lo, li):
-        m = int(rng.integers(0, e_max + 2))
-        s = int(rng.integers(0, 2)) if m else 0
+        m = int(rng.integers(0, e_max + 2)) if idx[0] >= 3 else e_max + 1
+        s = (int(rng.integers(0, 2)) if m else 0) if idx[0] >= 3 else 1
         codes4[idx] = (s << 3) | m  # the internal 4-bit code the loader produces
         raw = (s << (bits - 1)) | m  # the artifact's code, decoded by the contract's rule
         v[idx] = decode_codes(np.array([raw], dtype=np.uint8), "pow2", bits)[0]
