@@ -251,7 +251,7 @@ def run_pipeline(
     video = VideoSink(out_dir / "bench.mp4", 25.0)
     jsonl = JsonlSink(out_dir / "bench.jsonl")
     decoder = YoloDecoder.for_plan(plan, conf_thresh=0.25, nms_thresh=0.45)
-    det = app.Detector(plan, backend, names, decoder, [video], jsonl)
+    det = app.Detector(plan.input_shape, backend, names, decoder, [video], jsonl)
     pipe = Pipeline(source, det.stages(), queue_depth=4, on_output=on_frame)
     try:
         res = pipe.run_sequential() if sequential else pipe.run_threaded()
