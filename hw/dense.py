@@ -44,30 +44,27 @@ def carry_in_tree(
     ``a + b + c`` with a 1-bit ``c`` to one carry chain with CI); the others ride along in
     registers to the next level. A tree of n leaves has n - 1 adders, so n - 1 owed bits fit:
     the caller gives one leaf none. Returns the sum and the number of register levels."""
+
+    def node(value: object, owed: list[object], tag: str) -> tuple[Signal, list[object]]:
+        """``value`` registered, with the owed bits registered beside it (same level)."""
+        r = Signal(signed(width), name=f"{name}_l{depth}_{tag}")
+        m.d.sync += r.eq(value)
+        rest = []
+        for j, bit in enumerate(owed):
+            q = Signal(name=f"{name}_c{depth}_{tag}_{j}")
+            m.d.sync += q.eq(bit)
+            rest.append(q)
+        return r, rest
+
     level, depth = list(terms), 0
     while len(level) > 1:
         nxt = []
         for i in range(0, len(level) - 1, 2):
             (a, owed_a), (b, owed_b) = level[i], level[i + 1]
             owed = owed_a + owed_b
-            r = Signal(signed(width), name=f"{name}_l{depth}_{i // 2}")
-            m.d.sync += r.eq(a + b + owed[0] if owed else a + b)
-            rest = []
-            for j, bit in enumerate(owed[1:]):
-                q = Signal(name=f"{name}_c{depth}_{i // 2}_{j}")
-                m.d.sync += q.eq(bit)
-                rest.append(q)
-            nxt.append((r, rest))
+            nxt.append(node(a + b + owed[0] if owed else a + b, owed[1:], str(i // 2)))
         if len(level) % 2:
-            v, owed = level[-1]
-            r = Signal(signed(width), name=f"{name}_l{depth}_odd")
-            m.d.sync += r.eq(v)
-            rest = []
-            for j, bit in enumerate(owed):
-                q = Signal(name=f"{name}_c{depth}_odd_{j}")
-                m.d.sync += q.eq(bit)
-                rest.append(q)
-            nxt.append((r, rest))
+            nxt.append(node(*level[-1], "odd"))
         level, depth = nxt, depth + 1
     total, owed = level[0]
     assert not owed, f"{name}: {len(owed)} carry-in bits left over"

@@ -13,7 +13,7 @@ from models.darknet import Darknet, DarknetError, parse_cfg
 from models.paths import data_dir
 from quant.equalize import equalize_depthwise
 from quant.model import LayerFormat, QuantDetector
-from sw.darknet.cfg import read_names
+from sw.darknet.cfg import check_class_names, read_names
 
 MODELS = ("yolo-fastest-voc", "yolo-fastest-xl-voc", "mobilenetv2-yolov3-nano-voc")
 
@@ -73,17 +73,11 @@ def voc_names() -> list[str]:
 def class_names(src: ModelSource) -> list[str]:
     """The class names of ``src``; their count must be every [yolo] layer's ``classes``."""
     names = voc_names() if src.names is None else read_names(src.names)
+    what = f"--names {src.names}" if src.names else "the 20 VOC names (give --names)"
     try:
-        heads = parse_cfg(src.cfg).yolo_layers
+        check_class_names(parse_cfg(src.cfg), len(names), what, src.cfg)
     except DarknetError as e:
         raise ModelSourceError(str(e)) from None
-    counts = sorted({h.classes for h in heads})
-    if counts and counts != [len(names)]:
-        what = f"--names {src.names}" if src.names else "the 20 VOC names (give --names)"
-        raise ModelSourceError(
-            f"{src.cfg}: its [yolo] layers have {'/'.join(map(str, counts))} classes, "
-            f"{what} has {len(names)}"
-        )
     return names
 
 

@@ -36,7 +36,7 @@ from sw.accel_config import AccelConfig, ConfigError
 from sw.artifact import Artifact, ArtifactError
 from sw.backends import BACKENDS, Backend, BackendUnavailable, make_backend
 from sw.compiler import CompileError, compile_model
-from sw.darknet.cfg import DarknetError, read_names
+from sw.darknet.cfg import DarknetError, check_class_names, read_names
 from sw.darknet.float_net import FloatDarknet
 from sw.draw import draw_detections, draw_ranking
 from sw.driver import AcceleratorError
@@ -541,15 +541,22 @@ def load_model(args: argparse.Namespace) -> Model:
         hint = " (a classifier: shiftdet classify)" if _preprocess_of(art) else ""
         raise UsageError(f"{model_path}: the model has no YOLO outputs{hint}")
     names = art.classes or [str(i) for i in range(art.outputs[0].attrs.get("classes", 0))]
-    plan = compile_model(art, load_config(args.config), cpu_fallback=args.cpu_fallback)
+    plan = _compile(args, art)
     try:
         decoder = YoloDecoder.for_plan(plan, conf_thresh=args.conf, nms_thresh=args.nms)
     except (ValueError, TypeError, KeyError) as e:
         raise UsageError(f"{model_path}: cannot decode its YOLO outputs: {e}") from None
-    if args.print_plan:
-        print(plan.table())
     return Model(model_path, art.name, [model_path], names, plan.input_shape, decoder,
                  args.backend, plan=plan, measured=art.metadata.get("measured", {}))  # fmt: skip
+
+
+def _compile(args: argparse.Namespace, art: Artifact) -> Plan:
+    """The artifact compiled for ``--config`` (``--cpu-fallback``), its table printed on
+    ``--print-plan``."""
+    plan = compile_model(art, load_config(args.config), cpu_fallback=args.cpu_fallback)
+    if args.print_plan:
+        print(plan.table())
+    return plan
 
 
 def _preprocess_of(art: Artifact) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -575,7 +582,7 @@ def _classifier(args: argparse.Namespace, model_path: Path, art: Artifact) -> Mo
     if pre is None or len(raw) != 1 or len(art.outputs) != 1:
         raise UsageError(f"{model_path}: not a classifier artifact (it needs one raw output "
                          "and an RGB mean/std under metadata.preprocess)")  # fmt: skip
-    plan = compile_model(art, load_config(args.config), cpu_fallback=args.cpu_fallback)
+    plan = _compile(args, art)
     node = raw[0].node
     region = plan.regions[node]
     assert region.shape is not None and region.quant is not None  # an output is an activation
@@ -592,8 +599,6 @@ def _classifier(args: argparse.Namespace, model_path: Path, art: Artifact) -> Mo
     def prepare(frame: np.ndarray) -> tuple[np.ndarray, None]:
         return classifier_input(frame, iw, ih, mean, std, q.zero, q.scale, q.bits), None  # type: ignore[arg-type]
 
-    if args.print_plan:
-        print(plan.table())
     return Model(model_path, art.name, [model_path], names, plan.input_shape, ranker,
                  args.backend, plan=plan, measured=art.metadata.get("measured", {}),
                  prepare=prepare, hwc=False)  # fmt: skip
@@ -623,14 +628,11 @@ def load_float_model(args: argparse.Namespace) -> Model:
             raise UsageError(f"{opt} {p}: no such file")
     size = args.size or 512
     net = FloatDarknet(cfg, weights, size, size)
-    counts = sorted({h.classes for h in net.heads})
     if args.names is not None:
         names = read_names(args.names)
-        if counts != [len(names)]:
-            raise UsageError(f"{cfg}: its [yolo] layers have {'/'.join(map(str, counts))} "
-                             f"classes, --names {args.names} has {len(names)}")  # fmt: skip
+        check_class_names(net.cfg, len(names), f"--names {args.names}", cfg)
     else:
-        names = [str(i) for i in range(max(counts))]
+        names = [str(i) for i in range(max(h.classes for h in net.heads))]
     decoder = FloatYoloDecoder(net.heads, size, size, conf_thresh=args.conf,
                                nms_thresh=args.nms)  # fmt: skip
     if args.print_plan:

@@ -26,6 +26,7 @@ from sw.compat import zip_strict
 from sw.contract.config import AccelConfig
 from sw.contract.descriptor import DESCRIPTOR_BYTES, OP_ADD, Descriptor, pack_program
 from sw.contract.layout import ALIGN, groups
+from sw.kernels import conv_out_size
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ class InputWindows:
     zero: int
 
     def out_shape(self, c: int, h: int, w: int) -> tuple[int, int, int]:
-        k, s, p = self.kernel, self.stride, self.pad
-        return k * k * c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        return (self.kernel**2 * c, *conv_out_size(h, w, self.kernel, self.stride, self.pad))
 
     def pack(self, src: np.ndarray) -> np.ndarray:
         """(H, W, C) codes -> (H_out, W_out, k*k*C) codes."""

@@ -148,6 +148,14 @@ def _decode_head(
     return boxes.astype(np.float32), prob[i, c].astype(np.float32), c.astype(np.int64)
 
 
+def _head_view(t: np.ndarray, anchors: int, classes: int, name: str) -> np.ndarray:
+    """A head's (C, G_h, G_w) output as (A, 5 + classes, G_h, G_w); a wrong C is one line."""
+    ch, gh, gw = t.shape
+    if ch != anchors * (5 + classes):
+        raise ValueError(f"head {name!r}: {ch} channels for {anchors} anchors")
+    return np.asarray(t).reshape(anchors, 5 + classes, gh, gw)
+
+
 def _join(found: list[Candidates]) -> Candidates:
     if not found:
         return EMPTY
@@ -254,12 +262,7 @@ class YoloDecoder(_Nms):
         """Candidates before NMS: boxes (input pixels, corners), scores, class ids."""
         found = []
         for hd in self.heads:
-            codes = outputs[hd.name]
-            a = hd.anchors.shape[0]
-            ch, gh, gw = codes.shape
-            if ch != a * (5 + hd.classes):
-                raise ValueError(f"head {hd.name!r}: {ch} channels for {a} anchors")
-            p = codes.reshape(a, 5 + hd.classes, gh, gw)
+            p = _head_view(outputs[hd.name], hd.anchors.shape[0], hd.classes, hd.name)
 
             def at(k: slice | int, cells: tuple[np.ndarray, ...],
                    hd: _Head = hd, p: np.ndarray = p) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -291,6 +294,7 @@ class FloatYoloDecoder(_Nms):
         self.heads = list(heads)
         if not self.heads:
             raise ValueError("the model has no YOLO outputs to decode")
+        self.anchors = [np.asarray(hd.anchors, dtype=np.float32) for hd in self.heads]
         self.net_w, self.net_h = net_w, net_h
         self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
         self.max_candidates = max_candidates
@@ -298,13 +302,8 @@ class FloatYoloDecoder(_Nms):
     def decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
         """Candidates before NMS from one (C, H, W) real array per head, in head order."""
         found = []
-        for hd, t in zip_strict(self.heads, outputs):
-            anchors = np.asarray(hd.anchors, dtype=np.float32)
-            a = anchors.shape[0]
-            ch, gh, gw = t.shape
-            if ch != a * (5 + hd.classes):
-                raise ValueError(f"head with {a} anchors got {ch} channels")
-            sig, ex = sig_exp(np.asarray(t).reshape(a, 5 + hd.classes, gh, gw))
+        for i, (hd, anchors, t) in enumerate(zip_strict(self.heads, self.anchors, outputs)):
+            sig, ex = sig_exp(_head_view(t, anchors.shape[0], hd.classes, f"#{i}"))
 
             def at(k: slice | int, cells: tuple[np.ndarray, ...], sig: np.ndarray = sig,
                    ex: np.ndarray = ex) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip

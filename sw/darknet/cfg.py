@@ -562,6 +562,15 @@ def parse_cfg(path: str | Path) -> DarknetConfig:
     return parse_cfg_text(_read_text(path, "darknet cfg", MAX_CFG_BYTES), name=path.name)
 
 
+def check_class_names(cfg: DarknetConfig, count: int, what: str, where: str | Path) -> None:
+    """``count`` class names (described by ``what``, e.g. "--names my.names") must be what every
+    [yolo] layer of ``cfg`` (the file ``where``) predicts; else a DarknetError on one line."""
+    counts = sorted({h.classes for h in cfg.yolo_layers})
+    if counts and counts != [count]:
+        raise DarknetError(f"{where}: its [yolo] layers have {'/'.join(map(str, counts))} "
+                           f"classes, {what} has {count}")  # fmt: skip
+
+
 def read_names(path: str | Path) -> list[str]:
     """Class names, one per line (blank lines skipped), as darknet's .names files hold them."""
     path = Path(path)
