@@ -110,6 +110,9 @@ class _Weights:
     m_neg: np.ndarray
     shift: np.ndarray
     span: tuple[int, int]  # image offsets they were read from, for invalidation
+    # kernels.requantize_rows constants: one for a dense layer's output rows, one per channel
+    # group of a depthwise layer; None where that kernel is not exact (then requantize_bc)
+    rows: tuple[kernels.RowRequant | None, ...] = ()
 
 
 class EmuDevice:
@@ -302,11 +305,14 @@ class EmuDevice:
             m_pos[v.shape[0] :] = m_neg[v.shape[0] :] = 0
             v = np.concatenate([v, np.zeros((n_out - v.shape[0], *v.shape[1:]), v.dtype)])
         v = v[:n_out]
-        dt = kernels.acc_dtype(rec["bias"], v, max(d.z_in, 255 - d.z_in))
+        bounds = kernels.acc_bounds(rec["bias"], v, max(d.z_in, 255 - d.z_in))
+        dt = np.float32 if bounds.max(initial=0) < kernels.EXACT_F32 else np.float64
         wo = d.out_width
         # Constants tiled along an output row (Wo x the channels of a pixel): the element-wise
         # passes then run over whole rows, not over one pixel's few channels at a time.
-        consts = [np.tile(c, wo) for c in (rec["bias"].astype(dt), m_pos, m_neg, rec["shift"])]
+        consts = [
+            np.tile(c, wo) for c in (rec["bias"].astype(dt), m_pos, m_neg, rec["shift"], bounds)
+        ]
         if kind == "dense":  # (k*k, Cin lanes, Cout lanes): one matmul operand per tap
             taps = v.transpose(2, 3, 1, 0).reshape(k * k, v.shape[1], n_out)
             consts[0] = rec["bias"].astype(dt)  # added to (pixels, Cout): untiled
@@ -317,7 +323,12 @@ class EmuDevice:
                 c.reshape(wo, g, lanes).transpose(1, 0, 2).reshape(g, 1, wo * lanes) for c in consts
             ]
         span = (min(w_at.start, c_at.start), max(w_at.stop, c_at.stop))
-        w = _Weights(np.ascontiguousarray(taps, dtype=dt), *consts, span)
+        per_row = [c.reshape(-1, c.shape[-1]) for c in consts[1:]]  # (1 or G, row values)
+        rows = tuple(
+            kernels.row_requant(mp, mn, sh, d.z_out, d.out_bits, b)
+            for mp, mn, sh, b in zip(*per_row, strict=True)
+        )
+        w = _Weights(np.ascontiguousarray(taps, dtype=dt), *consts[:4], span, rows)
         self._cache[key] = w
         return w
 
@@ -329,19 +340,32 @@ class EmuDevice:
         out = self._blocked(d.out_addr, d.out_channels, d.out_height, d.out_width)
         if d.op == OP_ADD:  # element-wise: all lanes, padding included, as the RTL does
             y = self._blocked(d.weight_addr, d.in_channels, d.in_height, d.in_width)
-            out[:] = kernels.add(x, d.z_in, y, d.z_in2, d.m_a, d.m_b, d.shift, d.z_out,
-                                 d.out_bits, relu=bool(d.add_relu))  # fmt: skip
+            args = (x, d.z_in, y, d.z_in2, d.m_a, d.m_b, d.shift, d.z_out, d.out_bits)
+            if kernels.add_rows(*args, bool(d.add_relu), out) is None:
+                out[:] = kernels.add(*args, relu=bool(d.add_relu))
             return
         w = self._weights(d)
         go, ho, wo, lanes = out.shape
         if d.op == OP_DEPTHWISE:
             acc = kernels.conv_depthwise_blocked(x, d.z_in, w.taps, w.bias, d.stride, d.pad)
-            q = kernels.requantize_bc(acc, w.m_pos, w.m_neg, w.shift, d.z_out, d.out_bits)
-            out[:] = q.reshape(go, ho, wo, lanes)
+            for g, rq in enumerate(w.rows):
+                if rq is None:
+                    q = kernels.requantize_bc(acc[g], w.m_pos[g], w.m_neg[g], w.shift[g],
+                                              d.z_out, d.out_bits)  # fmt: skip
+                    out[g] = q.reshape(ho, wo, lanes)
+                else:
+                    kernels.requantize_rows(acc[g], rq, out[g].reshape(ho, wo * lanes))
             return
         gi, h, wi, _ = x.shape
         hwc = x[0] if gi == 1 else x.transpose(1, 2, 0, 3).reshape(h, wi, gi * lanes)
         acc = kernels.conv_dense_hwc(hwc, d.z_in, w.taps, w.bias, d.stride, d.pad)
-        q = kernels.requantize_bc(acc.reshape(ho, wo * go * lanes), w.m_pos, w.m_neg, w.shift,
-                                  d.z_out, d.out_bits)  # fmt: skip
+        acc = acc.reshape(ho, wo * go * lanes)
+        (rq,) = w.rows
+        if rq is None:
+            q = kernels.requantize_bc(acc, w.m_pos, w.m_neg, w.shift, d.z_out, d.out_bits)
+        elif go == 1:  # the output words are the rows themselves
+            kernels.requantize_rows(acc, rq, out[0].reshape(ho, wo * lanes))
+            return
+        else:
+            q = kernels.requantize_rows(acc, rq, np.empty(acc.shape, dtype=np.uint8))
         out[:] = q.reshape(ho, wo, go, lanes).transpose(2, 0, 1, 3)

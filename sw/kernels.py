@@ -14,22 +14,41 @@ and use float64 where BLAS makes it fast; that is exact, not approximate, for th
   bound, evaluated for 8-bit codes, is below ``2^24`` (:func:`acc_dtype`): then it is exact
   too, and twice as fast. Layers with larger bounds (big biases) stay in float64.
 
-``tests/test_sw_compiler_emu.py`` checks equality with ``sim.reference`` on random networks.
+* :func:`requantize_rows` (the emulator's fast requantizer) computes the same section 5 with
+  OpenCV's saturating float64 -> uint8 conversion, which rounds to nearest with ties to even.
+  It adds ``2^-(S_max + 2)`` to every value, which makes a tie impossible and moves no value to
+  another integer (the argument is in its docstring); where that argument does not hold for a
+  layer, :func:`row_requant` says so and the emulator takes :func:`requantize_bc`.
+
+``tests/test_sw_compiler_emu.py`` checks equality with ``sim.reference`` on random networks;
+``tests/test_rounding_ties.py`` feeds both requantizers the directed ties.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+try:  # the fast requantizer's conversion; without OpenCV every layer takes the NumPy path
+    import cv2
+except ImportError:  # pragma: no cover - OpenCV ships with PYNQ images and the dev venv
+    cv2 = None
+
 EXACT_F32 = 2**24  # float32 holds every integer of magnitude up to 2^24 exactly
+
+
+def acc_bounds(bias: np.ndarray, v: np.ndarray, a_in: int) -> np.ndarray:
+    """Section 4.3 bound of each output channel, float64 (C_out,): no partial sum of its
+    accumulator exceeds it in magnitude when every ``|q - z_in| <= a_in``."""
+    taps = np.abs(v).reshape(v.shape[0], -1).sum(axis=1)
+    return np.abs(bias.astype(np.float64)) + float(a_in) * taps
 
 
 def acc_dtype(bias: np.ndarray, v: np.ndarray, a_in: int) -> type[np.floating]:
     """float32 when the section 4.3 bound of every output channel is below 2^24 (then every
     partial sum is an exact float32 integer, and BLAS runs twice as fast), else float64."""
-    taps = np.abs(v).reshape(v.shape[0], -1).sum(axis=1)
-    bound = np.abs(bias.astype(np.float64)) + float(a_in) * taps
-    return np.float32 if bound.max(initial=0) < EXACT_F32 else np.float64
+    return np.float32 if acc_bounds(bias, v, a_in).max(initial=0) < EXACT_F32 else np.float64
 
 
 def _padded_diff(q: np.ndarray, z_in: int, pad: int, dtype: type[np.floating]) -> np.ndarray:
@@ -230,6 +249,94 @@ def requantize_bc(
     return out
 
 
+# requantize_rows: the largest shift its exactness argument covers, the largest value OpenCV's
+# rounding conversion takes (cvRound returns an int: beyond 2^31 it wraps, so a layer that
+# could get there takes requantize_bc), and the rows of a chunk (~32K values: cache-resident).
+ROWS_MAX_SHIFT = 42
+ROWS_MAX_VALUE = 2.0**30
+ROWS_CHUNK = 32768
+
+
+@dataclass(frozen=True)
+class RowRequant:
+    """Section 5 constants of a layer for :func:`requantize_rows`: ``M * 2^-S`` per value of an
+    accumulator row (a row's channels, or a row of pixels x channels), tiled over the rows of a
+    chunk; ``mn`` for the negative side where it differs (leaky layers), combined with ``max``
+    when ``m_neg <= m_pos`` in every channel, else ``min``."""
+
+    mp: np.ndarray  # (rows, P) float64
+    mn: np.ndarray | None
+    neg_max: bool
+    offset: float  # z_out + 2^-(S_max + 2)
+    qmax: int
+
+
+def row_requant(
+    m_pos: np.ndarray,
+    m_neg: np.ndarray,
+    shift: np.ndarray,
+    z_out: int,
+    bits_out: int,
+    bound: np.ndarray | float,
+) -> RowRequant | None:
+    """:class:`RowRequant` for per-value constants along a row (``m_pos``, ``m_neg``, ``shift``
+    of shape (P,)) and accumulators of magnitude <= ``bound`` (per value, or one for all);
+    None where
+    :func:`requantize_rows` would not be exact or cannot run (then use :func:`requantize_bc`):
+    no OpenCV, a shift above
+    ``ROWS_MAX_SHIFT``, a value that could pass ``ROWS_MAX_VALUE``, or a leaky layer whose
+    negative multiplier is the larger one in some channels and the smaller in others."""
+    s = shift.astype(np.int64)
+    if cv2 is None or s.max(initial=0) > ROWS_MAX_SHIFT:
+        return None
+    mp = np.ldexp(m_pos.astype(np.float64), -s)
+    mn = np.ldexp(m_neg.astype(np.float64), -s)
+    if (np.asarray(bound) * np.maximum(mp, mn)).max(initial=0) + 512 > ROWS_MAX_VALUE:
+        return None
+    leaky = not np.array_equal(m_pos, m_neg)
+    neg_max = bool((m_neg <= m_pos).all())
+    if leaky and not neg_max and not (m_neg >= m_pos).all():
+        return None
+    rows = max(1, ROWS_CHUNK // max(1, mp.size))
+    tile = lambda m: np.ascontiguousarray(np.broadcast_to(m, (rows, m.size)))  # noqa: E731
+    offset = z_out + 2.0 ** -(int(s.max(initial=0)) + 2)
+    return RowRequant(tile(mp), tile(mn) if leaky else None, neg_max, offset, (1 << bits_out) - 1)
+
+
+def requantize_rows(acc: np.ndarray, rq: RowRequant, out: np.ndarray) -> np.ndarray:
+    """Section 5 of a (N, P) accumulator of exact integers into the (N, P) uint8 ``out``, in
+    chunks of rows that stay in cache, four OpenCV passes a chunk (six for a leaky layer).
+
+    Exact: ``x = acc * M * 2^-S`` is exact in float64 (``|acc| < 2^31``, ``M < 2^16``), and
+    ``y = x + z_out + e`` with ``e = 2^-(S_max + 2)`` is exact whenever the result is in the
+    output range (9 integer and at most 44 fraction bits). x is a multiple of 2^-S. For S >= 1,
+    if ``floor(x + 1/2) = n`` then ``n <= x + 1/2 <= n + 1 - 2^-S``, so with ``0 < e < 2^-S``,
+    ``n - 1/2 < x + e < n + 1/2``: the nearest integer to ``y - z_out`` is n, never a tie, so
+    OpenCV's round-to-nearest (ties to even) gives round half up. For S = 0, x is an integer and
+    ``e <= 1/4`` rounds back to it. The conversion saturates to [0, 255] (the clamp; a 4-bit
+    layer then takes a min), and ``|y| < 2^30`` keeps cvRound's int from wrapping
+    (:func:`row_requant`). Leaky: the rounding and saturation are monotonic, so the larger (or
+    smaller) of the two conversions is the conversion of ``acc * m_pos`` for acc >= 0 and of
+    ``acc * m_neg`` for acc < 0."""
+    n_rows = acc.shape[0]
+    step = rq.mp.shape[0]
+    buf = np.empty(rq.mp.shape, dtype=np.float64)
+    tmp = np.empty(rq.mp.shape, dtype=np.uint8) if rq.mn is not None else None
+    for i in range(0, n_rows, step):
+        a, o = acc[i : i + step], out[i : i + step]
+        n = a.shape[0]
+        b = buf[:n]
+        cv2.multiply(a, rq.mp[:n], dst=b, dtype=cv2.CV_64F)
+        cv2.add(b, rq.offset, dst=o, dtype=cv2.CV_8U)
+        if rq.mn is not None and tmp is not None:
+            cv2.multiply(a, rq.mn[:n], dst=b, dtype=cv2.CV_64F)
+            cv2.add(b, rq.offset, dst=tmp[:n], dtype=cv2.CV_8U)
+            (cv2.max if rq.neg_max else cv2.min)(o, tmp[:n], dst=o)
+        if rq.qmax < 255:
+            cv2.min(o, rq.qmax, dst=o)
+    return out
+
+
 def add(
     a: np.ndarray,
     z_a: int,
@@ -250,6 +357,46 @@ def add(
     if shift > 0:
         t = (t + (1 << (shift - 1))) >> shift
     return np.clip(t + z_out, 0, (1 << bits_out) - 1).astype(np.uint8)
+
+
+def add_rows(
+    a: np.ndarray,
+    z_a: int,
+    c: np.ndarray,
+    z_c: int,
+    m_a: int,
+    m_c: int,
+    shift: int,
+    z_out: int,
+    bits_out: int,
+    relu: bool,
+    out: np.ndarray,
+) -> np.ndarray | None:
+    """Section 6 as :func:`add`, into ``out`` (uint8, C-contiguous, ``a``'s shape), with one
+    OpenCV weighted sum in float64 rounded like :func:`requantize_rows`; None (nothing
+    written) without OpenCV or for a shift above ``ROWS_MAX_SHIFT``: then use :func:`add`.
+
+    Exact: ``y = m_a 2^-S a + m_c 2^-S c + (z_out + e - m_a 2^-S z_a - m_c 2^-S z_c)`` is
+    ``T 2^-S + z_out + e`` with ``e = 2^-(S + 2)``; every partial sum is a multiple of
+    ``2^-(S+2)`` below ``2^(25-S) + 2^10`` (``|T| < 2^25``), so at most 36 significant bits:
+    exact in float64 in any order, and ``T 2^-S`` is a multiple of ``2^-S``, so the nearest
+    integer to ``y`` is never a tie and is ``z_out + round_shift(T, S)`` (the argument of
+    :func:`requantize_rows`). ReLU on T commutes with the monotonic rounding and clamp:
+    ``max(q, z_out)``."""
+    if cv2 is None or shift > ROWS_MAX_SHIFT:
+        return None
+    ka, kc = np.ldexp(float(m_a), -shift), np.ldexp(float(m_c), -shift)
+    gamma = z_out + 2.0 ** -(shift + 2) - ka * z_a - kc * z_c
+    two_d = (-1, a.shape[-1]) if a.ndim > 1 else (1, -1)
+    a64 = a.reshape(two_d).astype(np.float64)  # OpenCV weighs uint8 in float32: not exact
+    c64 = c.reshape(two_d).astype(np.float64)
+    o = out.reshape(two_d)
+    cv2.addWeighted(a64, ka, c64, kc, gamma, dst=o, dtype=cv2.CV_8U)
+    if relu:
+        cv2.max(o, z_out, dst=o)
+    if bits_out < 8:
+        cv2.min(o, (1 << bits_out) - 1, dst=o)
+    return out
 
 
 def upsample2x(q: np.ndarray) -> np.ndarray:

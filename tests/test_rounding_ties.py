@@ -69,6 +69,60 @@ def test_emulator_requantize_ties(same_m: bool, max_shift: int) -> None:
     assert np.array_equal(got.reshape(-1), ties.expected(Z_OUT, BITS)), f"seed {SEED}"
 
 
+@pytest.mark.parametrize("mode", ["linear", "leaky, m_neg <= m_pos", "leaky, m_neg >= m_pos"])
+def test_emulator_row_requantize_ties(mode: str) -> None:
+    """The emulator's fast requantizer (OpenCV's ties-to-even conversion made exact by an
+    offset): every tie with a shift it takes, as one accumulator row repeated over more rows
+    than a chunk holds; the multiplier the tie does not use is set to the other side's extreme,
+    so both sides of the leaky combination are exercised."""
+    ties = conv_ties(np.random.default_rng(SEED))
+    keep = ties.shift <= kernels.ROWS_MAX_SHIFT
+    assert (~keep).any(), "the larger shifts must be left to requantize_bc"
+    acc, m, shift = ties.acc[keep], ties.m[keep].astype(np.uint16), ties.shift[keep]
+    pos = acc >= 0
+    m_pos, m_neg = m.copy(), m.copy()
+    if mode == "leaky, m_neg <= m_pos":
+        m_neg[pos], m_pos[~pos] = m[pos] // 2 + 1, 65535
+    elif mode == "leaky, m_neg >= m_pos":
+        m_neg[pos], m_pos[~pos] = 65535, m[~pos] // 2 + 1
+    bound = np.abs(acc).astype(np.float64)  # per value, as the emulator gives it
+    rq = kernels.row_requant(m_pos, m_neg, shift.astype(np.uint8), Z_OUT, BITS, bound)
+    assert rq is not None and (rq.mn is None) == (mode == "linear")
+    rows = 3 * rq.mp.shape[0] + 1  # several chunks and a partial one
+    out = np.zeros((rows, acc.size), dtype=np.uint8)
+    kernels.requantize_rows(np.tile(acc.astype(np.float64), (rows, 1)), rq, out)
+    want = ties.expected(Z_OUT, BITS)[keep]
+    assert (out == want).all(), f"seed {SEED}"
+    wide = kernels.row_requant(m, m, ties.shift.astype(np.uint8), Z_OUT, BITS, 1.0)
+    assert wide is None, "a shift above ROWS_MAX_SHIFT must take requantize_bc"
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_emulator_row_requantize_small_shifts(bits: int) -> None:
+    """Shift 0 (no rounding: the offset must not push an integer to a tie) and shifts 1-2 on
+    random accumulators, against the reference; and the layers it must refuse."""
+    rng = np.random.default_rng(SEED + bits)
+    p = 64
+    m_pos = rng.integers(1, 9, p).astype(np.uint16)  # small: outputs spread over the range
+    m_neg = np.maximum(1, m_pos // 3).astype(np.uint16)
+    acc = rng.integers(-12, 13, (50, p))
+    for shifts in (np.zeros(p, np.uint8), rng.integers(0, 3, p).astype(np.uint8)):
+        for mn in (m_pos, m_neg):
+            rq = kernels.row_requant(m_pos, mn, shifts, 3, bits, 12.0)
+            assert rq is not None
+            got = kernels.requantize_rows(acc.astype(np.float32), rq,
+                                          np.empty(acc.shape, np.uint8))  # fmt: skip
+            want = ops.requantize(acc.T[..., None], m_pos, mn, shifts, 3, bits)[..., 0].T
+            assert np.array_equal(got, want), f"seed {SEED + bits}, shifts {shifts.max()}"
+            assert (got == 0).any() and len(np.unique(got)) > 10  # the clamp and a spread
+            assert bits == 8 or (got == 15).any()
+    ones = np.ones(p, np.uint16)
+    assert kernels.row_requant(ones, ones, np.zeros(p, np.uint8), 0, 8, 2.0**30) is None
+    mixed = np.where(np.arange(p) % 2 == 0, m_pos // 2, m_pos).astype(np.uint16)
+    mixed_neg = np.where(np.arange(p) % 2 == 0, m_pos, m_pos // 2).astype(np.uint16)
+    assert kernels.row_requant(mixed, mixed_neg, np.ones(p, np.uint8), 0, 8, 10.0) is None
+
+
 def test_torch_integer_conv_ties() -> None:
     """A depthwise 1x1 conv whose bias completes each tie: the integer mode's conv path."""
     rng = np.random.default_rng(SEED)
@@ -91,7 +145,7 @@ def test_torch_integer_conv_ties() -> None:
 
 
 @pytest.mark.parametrize("shift", [1, 2, 9, 15, 16, 22])
-@pytest.mark.parametrize("impl", ["reference", "emulator", "torch"])
+@pytest.mark.parametrize("impl", ["reference", "emulator", "fast-emulator", "torch"])
 def test_add_ties(impl: str, shift: int) -> None:
     seed = SEED + shift
     ties = add_ties(np.random.default_rng(seed), shift)
@@ -101,10 +155,43 @@ def test_add_ties(impl: str, shift: int) -> None:
                  q_out=Quant(BITS, Z_OUT, 1.0))  # fmt: skip
         ins = [torch.tensor(t, dtype=torch.float64).view(1, -1, 1, 1) for t in (ties.a, ties.c)]
         got = run_int_op("add", {"activation": "linear"}, ins, p).view(-1).numpy()
+    elif impl == "fast-emulator":  # the emulator's fast path, on a (4, n) tensor
+        args = (ties.z_a, ties.z_c, ties.m_a, ties.m_c, shift, Z_OUT, BITS, False)
+        rows = lambda t: np.tile(t, (4, 1))  # noqa: E731
+        out = np.zeros((4, ties.a.size), np.uint8)
+        got = kernels.add_rows(rows(ties.a), args[0], rows(ties.c), *args[1:], out)
+        assert got is out and (out == out[0]).all()
+        got = out[0]
     else:
         fn = ops.add if impl == "reference" else kernels.add
         got = fn(ties.a, ties.z_a, ties.c, ties.z_c, ties.m_a, ties.m_c, shift, Z_OUT, BITS)
     assert np.array_equal(np.asarray(got).astype(np.uint8), want), f"{impl} seed {seed}"
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_emulator_add_rows_equals_reference(bits: int) -> None:
+    """The fast residual add on random codes, with ReLU and without, shifts 0..42 (0 needs the
+    offset below 1/2), against the reference; a larger shift is refused, nothing written."""
+    seed = SEED + 7 * bits
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << bits, (3, 40, 16)).astype(np.uint8)  # codes of a `bits` layer
+    c = rng.integers(0, 1 << bits, (3, 40, 16)).astype(np.uint8)
+    for shift in (0, 1, 2, 7, 16, 30, kernels.ROWS_MAX_SHIFT):
+        for relu in (False, True):
+            # multipliers that map the codes' range onto ~+-60 output steps where they can
+            gain = 1 if bits == 8 else 2
+            m_a, m_c = (min(2**16 - 1, max(1, int(gain * v * 2**shift)))
+                        for v in rng.uniform(0.05, 0.3, 2))  # fmt: skip
+            z_a, z_c, z = (int(v) for v in rng.integers(1 << (bits - 2), 3 << (bits - 2), 3))
+            want = ops.add(a, z_a, c, z_c, m_a, m_c, shift, z, bits, relu=relu)
+            out = np.empty_like(a)
+            kernels.add_rows(a, z_a, c, z_c, m_a, m_c, shift, z, bits, relu, out)
+            assert np.array_equal(out, want), f"seed {seed} shift {shift} relu {relu}"
+            spread = len(np.unique(out))
+            assert shift > 17 or spread > (20 if bits == 8 else 3), "nearly constant"
+    out = np.zeros_like(a)
+    assert kernels.add_rows(a, 0, c, 0, 1, 1, kernels.ROWS_MAX_SHIFT + 1, 0, 8, False, out) is None
+    assert not out.any()
 
 
 def test_count_conv_ties() -> None:

@@ -46,6 +46,12 @@ HALF_REF = "half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 
 HALF_TORCH = "half = torch.where(s > 0, torch.exp2(s - 1), torch.zeros_like(s))"
 ADD_EMU = "t = (t + (1 << (shift - 1))) >> shift"
 CLIP_EMU = "np.clip(r, 0, qmax, out=r)"
+ROWS_EMU = "offset = z_out + 2.0 ** -(int(s.max(initial=0)) + 2)"
+ADD_ROWS = "gamma = z_out + 2.0 ** -(shift + 2) - ka * z_a - kc * z_c"
+ROWS_TESTS = (
+    "tests/test_rounding_ties.py::test_emulator_row_requantize_ties",
+    "tests/test_rounding_ties.py::test_emulator_row_requantize_small_shifts",
+)
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
@@ -75,6 +81,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "emulator requantizer, shifts > 44: round half down",
         "sw/kernels.py", "np.floor(r, out=r)", "np.ceil(r - 1, out=r)",
         ("tests/test_rounding_ties.py::test_emulator_requantize_ties",),
+    ),
+    Mutation(
+        "emulator fast requantizer: no tie offset (ties to even)",
+        "sw/kernels.py", ROWS_EMU, "offset = z_out + 0.0", ROWS_TESTS,
+    ),
+    Mutation(
+        "emulator fast requantizer: offset 2^-(S+1) (a tie where every shift is 0)",
+        "sw/kernels.py", ROWS_EMU, ROWS_EMU.replace("+ 2)", "+ 1)"),
+        ("tests/test_rounding_ties.py::test_emulator_row_requantize_small_shifts",),
+    ),
+    Mutation(
+        "emulator fast residual add: no tie offset (ties to even)",
+        "sw/kernels.py", ADD_ROWS, ADD_ROWS.replace(" + 2.0 ** -(shift + 2)", ""),
+        ("tests/test_rounding_ties.py::test_add_ties[fast-emulator",),
     ),
     Mutation(
         "emulator residual add: round half down",
