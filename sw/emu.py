@@ -98,11 +98,11 @@ class _Weights:
     """A conv's weights and records as the emulator computes with them: every lane of every
     channel group (the RTL computes whole words), in the accumulator's dtype.
 
-    dense: ``taps`` (k*k, Gi*L, Go*L), ``bias`` (Go*L,), multipliers and shift tiled along an
-    output row (Wo*Go*L,); depthwise: ``taps`` (k*k, G, 1, Wo*L) and every constant
-    (G, 1, Wo*L), each group's L lanes tiled along the row. Output lanes the dense engine does
-    not compute (past its ``dense_out_lanes`` groups) get zero multipliers, so they come out as
-    z_out."""
+    Multipliers and shifts (G, 1, Wo*L): each output group's L lanes tiled along its output
+    row, the order of its words. dense: ``taps`` (k*k, Gi*L, Go*L), ``bias`` (Go*L,);
+    depthwise: ``taps`` and ``bias`` (k*k, G, 1, Wo*L) and (G, 1, Wo*L), tiled the same way.
+    Output lanes the dense engine does not compute (past its ``dense_out_lanes`` groups) get
+    zero multipliers, so they come out as z_out."""
 
     taps: np.ndarray
     bias: np.ndarray
@@ -313,17 +313,18 @@ class EmuDevice:
         consts = [
             np.tile(c, wo) for c in (rec["bias"].astype(dt), m_pos, m_neg, rec["shift"], bounds)
         ]
+        # (G, 1, Wo*L): each output group's L lanes tiled along its row, as the words lie
+        g = n_out // lanes
+        consts = [
+            c.reshape(wo, g, lanes).transpose(1, 0, 2).reshape(g, 1, wo * lanes) for c in consts
+        ]
         if kind == "dense":  # (k*k, Cin lanes, Cout lanes): one matmul operand per tap
             taps = v.transpose(2, 3, 1, 0).reshape(k * k, v.shape[1], n_out)
             consts[0] = rec["bias"].astype(dt)  # added to (pixels, Cout): untiled
-        else:  # (k*k, G, 1, Wo*L): each group's L lanes, tiled along the row
-            g = n_out // lanes
+        else:  # (k*k, G, 1, Wo*L), tiled along the row like the constants
             taps = np.tile(v[:, 0].transpose(1, 2, 0).reshape(k * k, g, 1, lanes), wo)
-            consts = [
-                c.reshape(wo, g, lanes).transpose(1, 0, 2).reshape(g, 1, wo * lanes) for c in consts
-            ]
         span = (min(w_at.start, c_at.start), max(w_at.stop, c_at.stop))
-        per_row = [c.reshape(-1, c.shape[-1]) for c in consts[1:]]  # (1 or G, row values)
+        per_row = [c.reshape(g, -1) for c in consts[1:]]  # (G, row values)
         rows = tuple(
             kernels.row_requant(mp, mn, sh, d.z_out, d.out_bits, b)
             for mp, mn, sh, b in zip(*per_row, strict=True)
@@ -334,7 +335,8 @@ class EmuDevice:
 
     def execute(self, d: Descriptor) -> None:
         """Run one layer on the DDR image, in its channel-blocked words (no reordering but the
-        one a dense conv needs when its input or output has several channel groups)."""
+        channels-last gather a dense conv makes of an input of several channel groups, while
+        converting it); every output group is written in place."""
         self.check(d)
         x = self._blocked(d.in_addr, d.in_channels, d.in_height, d.in_width)
         out = self._blocked(d.out_addr, d.out_channels, d.out_height, d.out_width)
@@ -348,24 +350,14 @@ class EmuDevice:
         go, ho, wo, lanes = out.shape
         if d.op == OP_DEPTHWISE:
             acc = kernels.conv_depthwise_blocked(x, d.z_in, w.taps, w.bias, d.stride, d.pad)
-            for g, rq in enumerate(w.rows):
-                if rq is None:
-                    q = kernels.requantize_bc(acc[g], w.m_pos[g], w.m_neg[g], w.shift[g],
-                                              d.z_out, d.out_bits)  # fmt: skip
-                    out[g] = q.reshape(ho, wo, lanes)
-                else:
-                    kernels.requantize_rows(acc[g], rq, out[g].reshape(ho, wo * lanes))
-            return
-        gi, h, wi, _ = x.shape
-        hwc = x[0] if gi == 1 else x.transpose(1, 2, 0, 3).reshape(h, wi, gi * lanes)
-        acc = kernels.conv_dense_hwc(hwc, d.z_in, w.taps, w.bias, d.stride, d.pad)
-        acc = acc.reshape(ho, wo * go * lanes)
-        (rq,) = w.rows
-        if rq is None:
-            q = kernels.requantize_bc(acc, w.m_pos, w.m_neg, w.shift, d.z_out, d.out_bits)
-        elif go == 1:  # the output words are the rows themselves
-            kernels.requantize_rows(acc, rq, out[0].reshape(ho, wo * lanes))
-            return
-        else:
-            q = kernels.requantize_rows(acc, rq, np.empty(acc.shape, dtype=np.uint8))
-        out[:] = q.reshape(ho, wo, go, lanes).transpose(2, 0, 1, 3)
+        else:  # (Go, Ho*Wo, L): an output group's pixels x lanes are its words
+            xin = x[0] if x.shape[0] == 1 else x
+            acc = kernels.conv_dense_hwc(xin, d.z_in, w.taps, w.bias, d.stride, d.pad, go)
+        for g, rq in enumerate(w.rows):
+            a = acc[g].reshape(ho, wo * lanes)
+            if rq is None:
+                q = kernels.requantize_bc(a, w.m_pos[g], w.m_neg[g], w.shift[g], d.z_out,
+                                          d.out_bits)  # fmt: skip
+                out[g] = q.reshape(ho, wo, lanes)
+            else:
+                kernels.requantize_rows(a, rq, out[g].reshape(ho, wo * lanes))

@@ -125,35 +125,57 @@ def conv_depthwise(
 
 
 def conv_dense_hwc(
-    x: np.ndarray, z_in: int, taps: np.ndarray, bias: np.ndarray, stride: int, pad: int
+    x: np.ndarray,
+    z_in: int,
+    taps: np.ndarray,
+    bias: np.ndarray,
+    stride: int,
+    pad: int,
+    out_groups: int = 1,
 ) -> np.ndarray:
-    """A dense conv's accumulator on channels-last codes: ``x`` (H, W, Cin), ``taps``
-    (k*k, Cin, Cout) integer weights in the accumulator's dtype (``acc_dtype``), ``bias``
-    (Cout,); returns (Ho*Wo, Cout). The same sums as :func:`conv_dense` (exact for the same
-    reason, in any order); channels last, because the accelerator's DDR words are channels
-    last and the emulator then needs no transposing copy when a layer has one channel group."""
-    h, w, cin = x.shape
+    """A dense conv's accumulator on channels-last codes: ``x`` (H, W, Cin) or the blocked
+    words themselves (Gi, H, W, L), ``taps`` (k*k, Cin, Cout) integer weights in the
+    accumulator's dtype (``acc_dtype``), ``bias`` (Cout,); returns (out_groups, Ho*Wo,
+    Cout / out_groups): output channel group ``g`` is ``[g*n, (g+1)*n)``, so that each group
+    is a contiguous block, as the DDR words of a blocked output are. The same sums as
+    :func:`conv_dense` (exact for the same reason, in any order); channels last, because the
+    accelerator's DDR words are channels last. Blocked input is gathered into channels last
+    while it is converted (one pass)."""
+    if x.ndim == 4:
+        gi, h, w, lanes = x.shape
+        cin = gi * lanes
+        src = x.transpose(1, 2, 0, 3)  # (H, W, Gi, L): pixel-major, channel gi*L + l
+    else:
+        h, w, cin = x.shape
+        src = x
     k = int(round(np.sqrt(taps.shape[0])))
     dt = taps.dtype
     ho, wo = conv_out_size(h, w, k, stride, pad)
     if pad == 0:
-        d = x.astype(dt)
-        d -= z_in
+        d = np.empty((h, w, cin), dtype=dt)
     else:
         d = np.zeros((h + 2 * pad, w + 2 * pad, cin), dtype=dt)
-        inner = d[pad : pad + h, pad : pad + w]
-        inner[...] = x
-        inner -= z_in
+    inner = d[pad : pad + h, pad : pad + w].reshape(h, w, *src.shape[2:])
+    inner[...] = src
+    inner -= z_in
+    cout = taps.shape[2]
+    n = cout // out_groups
+    acc = np.empty((out_groups, ho * wo, n), dtype=dt)
     if k == 1 and stride == 1:
-        acc = d.reshape(h * w, cin) @ taps[0]
-        acc += bias
+        flat = d.reshape(h * w, cin)
+        for g in range(out_groups):
+            np.matmul(flat, taps[0, :, g * n : (g + 1) * n], out=acc[g])
+            acc[g] += bias[g * n : (g + 1) * n]
         return acc
-    acc = np.empty((ho * wo, taps.shape[2]), dtype=dt)
-    acc[:] = bias
+    acc[:] = bias.reshape(out_groups, 1, n)
+    part = np.empty((ho * wo, n), dtype=dt)
     for u in range(k):
         for t in range(k):
             tap = d[u : u + stride * (ho - 1) + 1 : stride, t : t + stride * (wo - 1) + 1 : stride]
-            acc += np.ascontiguousarray(tap).reshape(ho * wo, cin) @ taps[u * k + t]
+            tap = np.ascontiguousarray(tap).reshape(ho * wo, cin)
+            for g in range(out_groups):
+                np.matmul(tap, taps[u * k + t, :, g * n : (g + 1) * n], out=part)
+                acc[g] += part
     return acc
 
 
@@ -172,12 +194,15 @@ def conv_depthwise_blocked(
     dt = taps.dtype
     ho, wo = conv_out_size(h, w, k, stride, pad)
     assert taps.shape[-1] == wo * lanes, "taps not tiled for this output width"
+    acc = np.empty((g, ho, wo * lanes), dtype=dt)
+    acc[:] = bias
+    if cv2 is not None and ho * wo * lanes >= DEPTHWISE_CV_MIN:
+        _depthwise_taps_cv(_phases(x, z_in, pad, stride, k, dt), taps, stride, lanes, acc)
+        return acc
     d = np.zeros((g, h + 2 * pad, w + 2 * pad, lanes), dtype=dt)
     inner = d[:, pad : pad + h, pad : pad + w]
     inner[...] = x
     inner -= z_in
-    acc = np.empty((g, ho, wo * lanes), dtype=dt)
-    acc[:] = bias
     tmp = np.empty_like(acc)
     rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1
     for u in range(k):
@@ -187,6 +212,65 @@ def conv_depthwise_blocked(
             np.multiply(tap.reshape(g, ho, wo * lanes), taps[u * k + t], out=tmp)
             acc += tmp
     return acc
+
+
+def _phases(
+    x: np.ndarray, z_in: int, pad: int, stride: int, k: int, dt: type[np.floating]
+) -> dict[tuple[int, int], np.ndarray]:
+    """The zero-padded ``x - z_in`` (G, H + 2 pad, W + 2 pad, L) split into its stride x stride
+    phase images, rows and columns ``= a, b (mod stride)`` of the padded map, each
+    (G, rows, columns * L): every value of ``x`` is written once, into the one phase it
+    belongs to, and every tap of a strided conv is then a 2-D view with contiguous rows."""
+    g, h, w, lanes = x.shape
+    hp, wp = h + 2 * pad, w + 2 * pad
+    out = {}
+    for a in range(min(stride, k)):
+        for b in range(min(stride, k)):
+            rows, cols = -(-(hp - a) // stride), -(-(wp - b) // stride)
+            ph = np.zeros((g, rows, cols, lanes), dtype=dt)
+            # padded row a + stride * i is x row a + stride * i - pad: the first i inside x
+            i0, j0 = -(-max(0, pad - a) // stride), -(-max(0, pad - b) // stride)
+            r0, c0 = a + stride * i0 - pad, b + stride * j0 - pad
+            src = x[:, r0::stride, c0::stride]
+            dst = ph[:, i0 : i0 + src.shape[1], j0 : j0 + src.shape[2]]
+            dst[...] = src
+            dst -= z_in
+            out[a, b] = ph.reshape(g, rows, cols * lanes)
+    return out
+
+
+DEPTHWISE_CHUNK = 65536  # values of an accumulator chunk (and of a weight tile): 256 KB float32
+DEPTHWISE_CV_MIN = 8192  # values per channel group below which NumPy's loop (fewer calls) wins
+
+
+def _depthwise_taps_cv(
+    phases: dict[tuple[int, int], np.ndarray],
+    taps: np.ndarray,
+    stride: int,
+    lanes: int,
+    acc: np.ndarray,
+) -> None:
+    """``acc += sum over taps of tap view * weights`` with OpenCV's fused multiply-accumulate,
+    one pass a tap instead of NumPy's two, over the phase images of :func:`_phases`.
+
+    Exact for the reason the NumPy loop is: the products and every partial sum are integers
+    within the layer's section 4.3 bound, exact in the accumulator's dtype in any order. The
+    weights of a tap are one output row long, so they are tiled over the rows of a chunk
+    (OpenCV does not broadcast)."""
+    g, ho, p = acc.shape
+    k = int(round(np.sqrt(taps.shape[0])))
+    step = max(1, min(ho, DEPTHWISE_CHUNK // p))
+    tile = np.empty((step, p), dtype=acc.dtype)
+    for gi in range(g):
+        for u in range(k):
+            for t in range(k):
+                src = phases[u % stride, t % stride][gi]
+                r, c = u // stride, (t // stride) * lanes
+                tile[:] = taps[u * k + t, gi]
+                for r0 in range(0, ho, step):
+                    n = min(step, ho - r0)
+                    cv2.accumulateProduct(src[r + r0 : r + r0 + n, c : c + p], tile[:n],
+                                          acc[gi, r0 : r0 + n])  # fmt: skip
 
 
 def requantize(

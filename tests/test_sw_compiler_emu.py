@@ -489,3 +489,35 @@ def test_input_windows_only_where_they_pay() -> None:
     assert compile_model(one, AccelConfig()).input_windows is None  # 1x1: nothing to pack
     dw = conv_chain(rng, [{"depthwise": True}])
     assert compile_model(dw, AccelConfig()).input_windows is None  # depthwise: one lane each
+
+
+# -- the emulator's OpenCV depthwise path (maps of >= kernels.DEPTHWISE_CV_MIN values a group) ---
+
+
+@pytest.mark.parametrize(("h", "w", "kernel", "stride", "pad"),
+                         [(64, 64, 3, 1, 1), (67, 45, 3, 2, 1), (40, 53, 5, 2, 2),
+                          (48, 37, 5, 1, 2), (41, 64, 3, 2, 0), (33, 40, 3, 1, 0)])  # fmt: skip
+def test_depthwise_opencv_path_equals_reference(h: int, w: int, kernel: int, stride: int,
+                                                pad: int) -> None:  # fmt: skip
+    """Large enough maps for the fused multiply-accumulate over phase images, odd sizes and
+    every pad: the accumulator equals sim.reference's int64 one, in float32 and float64."""
+    from sim.reference import ops
+    from sw import kernels
+
+    seed = 1000 * h + w + kernel + stride + pad
+    rng = np.random.default_rng(seed)
+    g, lanes, z_in = 2, 16, int(rng.integers(0, 256))
+    ho, wo = kernels.conv_out_size(h, w, kernel, stride, pad)
+    assert ho * wo * lanes >= kernels.DEPTHWISE_CV_MIN, "the test would miss the OpenCV path"
+    x = rng.integers(0, 256, (g, h, w, lanes), dtype=np.uint8)
+    v = rng.integers(-128, 128, (g * lanes, 1, kernel, kernel))
+    for dt, bias_hi in ((np.float32, 1000), (np.float64, 2**30)):
+        bias = rng.integers(-bias_hi, bias_hi, g * lanes)
+        q = x.transpose(0, 3, 1, 2).reshape(g * lanes, h, w)
+        want = ops.conv2d(q, z_in, v, bias, stride, pad, groups=g * lanes)
+        taps = v[:, 0].transpose(1, 2, 0).reshape(kernel * kernel, g, 1, lanes)
+        taps = np.tile(taps, wo).astype(dt)
+        b = np.tile(bias.reshape(g, 1, lanes), wo).astype(dt)
+        got = kernels.conv_depthwise_blocked(x, z_in, taps, b, stride, pad)
+        got = got.reshape(g, ho, wo, lanes).transpose(0, 3, 1, 2).reshape(g * lanes, ho, wo)
+        assert np.array_equal(got, want), f"seed {seed} {np.dtype(dt).name}"
