@@ -344,11 +344,12 @@ ROWS_CHUNK = 32768
 @dataclass(frozen=True)
 class RowRequant:
     """Section 5 constants of a layer for :func:`requantize_rows`: ``M * 2^-S`` per value of an
-    accumulator row (a row's channels, or a row of pixels x channels), tiled over the rows of a
-    chunk; ``mn`` for the negative side where it differs (leaky layers), combined with ``max``
-    when ``m_neg <= m_pos`` in every channel, else ``min``."""
+    accumulator row (a row's channels, or a row of pixels x channels), float32 (exact: M has 16
+    bits); ``mn`` for the negative side where it differs (leaky layers), combined with ``max``
+    when ``m_neg <= m_pos`` in every channel, else ``min``. One row only: a chunk's tile is made
+    when it is used, so that a network's worth of layers holds no tiles."""
 
-    mp: np.ndarray  # (rows, P) float64
+    mp: np.ndarray  # (P,) float32
     mn: np.ndarray | None
     neg_max: bool
     offset: float  # z_out + 2^-(S_max + 2)
@@ -365,11 +366,10 @@ def row_requant(
 ) -> RowRequant | None:
     """:class:`RowRequant` for per-value constants along a row (``m_pos``, ``m_neg``, ``shift``
     of shape (P,)) and accumulators of magnitude <= ``bound`` (per value, or one for all);
-    None where
-    :func:`requantize_rows` would not be exact or cannot run (then use :func:`requantize_bc`):
-    no OpenCV, a shift above
-    ``ROWS_MAX_SHIFT``, a value that could pass ``ROWS_MAX_VALUE``, or a leaky layer whose
-    negative multiplier is the larger one in some channels and the smaller in others."""
+    None where :func:`requantize_rows` would not be exact or cannot run (then use
+    :func:`requantize_bc`): no OpenCV, a shift above ``ROWS_MAX_SHIFT``, a value that could
+    pass ``ROWS_MAX_VALUE``, or a leaky layer whose negative multiplier is the larger one in
+    some channels and the smaller in others."""
     s = shift.astype(np.int64)
     if cv2 is None or s.max(initial=0) > ROWS_MAX_SHIFT:
         return None
@@ -381,17 +381,18 @@ def row_requant(
     neg_max = bool((m_neg <= m_pos).all())
     if leaky and not neg_max and not (m_neg >= m_pos).all():
         return None
-    rows = max(1, ROWS_CHUNK // max(1, mp.size))
-    tile = lambda m: np.ascontiguousarray(np.broadcast_to(m, (rows, m.size)))  # noqa: E731
     offset = z_out + 2.0 ** -(int(s.max(initial=0)) + 2)
-    return RowRequant(tile(mp), tile(mn) if leaky else None, neg_max, offset, (1 << bits_out) - 1)
+    mp32, mn32 = mp.astype(np.float32), mn.astype(np.float32)
+    assert (mp32 == mp).all() and (mn32 == mn).all(), "a 16-bit multiplier is a float32"
+    return RowRequant(mp32, mn32 if leaky else None, neg_max, offset, (1 << bits_out) - 1)
 
 
 def requantize_rows(acc: np.ndarray, rq: RowRequant, out: np.ndarray) -> np.ndarray:
     """Section 5 of a (N, P) accumulator of exact integers into the (N, P) uint8 ``out``, in
     chunks of rows that stay in cache, four OpenCV passes a chunk (six for a leaky layer).
 
-    Exact: ``x = acc * M * 2^-S`` is exact in float64 (``|acc| < 2^31``, ``M < 2^16``), and
+    Exact: ``x = acc * M * 2^-S`` is exact in float64 (``|acc| < 2^31``, ``M < 2^16``; OpenCV
+    converts both operands to float64 first), and
     ``y = x + z_out + e`` with ``e = 2^-(S_max + 2)`` is exact whenever the result is in the
     output range (9 integer and at most 44 fraction bits). x is a multiple of 2^-S. For S >= 1,
     if ``floor(x + 1/2) = n`` then ``n <= x + 1/2 <= n + 1 - 2^-S``, so with ``0 < e < 2^-S``,
@@ -402,18 +403,20 @@ def requantize_rows(acc: np.ndarray, rq: RowRequant, out: np.ndarray) -> np.ndar
     (:func:`row_requant`). Leaky: the rounding and saturation are monotonic, so the larger (or
     smaller) of the two conversions is the conversion of ``acc * m_pos`` for acc >= 0 and of
     ``acc * m_neg`` for acc < 0."""
-    n_rows = acc.shape[0]
-    step = rq.mp.shape[0]
-    buf = np.empty(rq.mp.shape, dtype=np.float64)
-    tmp = np.empty(rq.mp.shape, dtype=np.uint8) if rq.mn is not None else None
+    n_rows, p = acc.shape
+    step = max(1, min(n_rows, ROWS_CHUNK // max(1, p)))
+    mp = np.broadcast_to(rq.mp, (step, p)).copy()  # OpenCV does not broadcast: one chunk's tile
+    mn = np.broadcast_to(rq.mn, (step, p)).copy() if rq.mn is not None else None
+    buf = np.empty((step, p), dtype=np.float64)
+    tmp = np.empty((step, p), dtype=np.uint8) if mn is not None else None
     for i in range(0, n_rows, step):
         a, o = acc[i : i + step], out[i : i + step]
         n = a.shape[0]
         b = buf[:n]
-        cv2.multiply(a, rq.mp[:n], dst=b, dtype=cv2.CV_64F)
+        cv2.multiply(a, mp[:n], dst=b, dtype=cv2.CV_64F)
         cv2.add(b, rq.offset, dst=o, dtype=cv2.CV_8U)
-        if rq.mn is not None and tmp is not None:
-            cv2.multiply(a, rq.mn[:n], dst=b, dtype=cv2.CV_64F)
+        if mn is not None and tmp is not None:
+            cv2.multiply(a, mn[:n], dst=b, dtype=cv2.CV_64F)
             cv2.add(b, rq.offset, dst=tmp[:n], dtype=cv2.CV_8U)
             (cv2.max if rq.neg_max else cv2.min)(o, tmp[:n], dst=o)
         if rq.qmax < 255:
