@@ -31,6 +31,7 @@ import numpy as np
 
 from sw import kernels
 from sw.artifact import decode_codes
+from sw.compat import zip_strict
 from sw.compiler import (
     Capabilities,
     cycle_model,
@@ -327,7 +328,7 @@ class EmuDevice:
         per_row = [c.reshape(g, -1) for c in consts[1:]]  # (G, row values)
         rows = tuple(
             kernels.row_requant(mp, mn, sh, d.z_out, d.out_bits, b)
-            for mp, mn, sh, b in zip(*per_row, strict=True)
+            for mp, mn, sh, b in zip_strict(*per_row)
         )
         w = _Weights(np.ascontiguousarray(taps, dtype=dt), *consts[:4], span, rows)
         self._cache[key] = w
