@@ -111,8 +111,8 @@ class _Weights:
     m_neg: np.ndarray
     shift: np.ndarray
     span: tuple[int, int]  # image offsets they were read from, for invalidation
-    # kernels.requantize_rows constants: one for a dense layer's output rows, one per channel
-    # group of a depthwise layer; None where that kernel is not exact (then requantize_bc)
+    # kernels.requantize_rows constants, one per output channel group; None where that kernel
+    # is not exact (then requantize_bc)
     rows: tuple[kernels.RowRequant | None, ...] = ()
 
 
@@ -307,7 +307,7 @@ class EmuDevice:
             v = np.concatenate([v, np.zeros((n_out - v.shape[0], *v.shape[1:]), v.dtype)])
         v = v[:n_out]
         bounds = kernels.acc_bounds(rec["bias"], v, max(d.z_in, 255 - d.z_in))
-        dt = np.float32 if bounds.max(initial=0) < kernels.EXACT_F32 else np.float64
+        dt = kernels.dtype_for_bounds(bounds)
         wo = d.out_width
         # Constants tiled along an output row (Wo x the channels of a pixel): the element-wise
         # passes then run over whole rows, not over one pixel's few channels at a time.
@@ -352,8 +352,7 @@ class EmuDevice:
         if d.op == OP_DEPTHWISE:
             acc = kernels.conv_depthwise_blocked(x, d.z_in, w.taps, w.bias, d.stride, d.pad)
         else:  # (Go, Ho*Wo, L): an output group's pixels x lanes are its words
-            xin = x[0] if x.shape[0] == 1 else x
-            acc = kernels.conv_dense_hwc(xin, d.z_in, w.taps, w.bias, d.stride, d.pad, go)
+            acc = kernels.conv_dense_hwc(x, d.z_in, w.taps, w.bias, d.stride, d.pad, go)
         for g, rq in enumerate(w.rows):
             a = acc[g].reshape(ho, wo * lanes)
             if rq is None:

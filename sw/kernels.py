@@ -45,10 +45,15 @@ def acc_bounds(bias: np.ndarray, v: np.ndarray, a_in: int) -> np.ndarray:
     return np.abs(bias.astype(np.float64)) + float(a_in) * taps
 
 
+def dtype_for_bounds(bounds: np.ndarray) -> type[np.floating]:
+    """float32 when every channel's section 4.3 bound is below 2^24 (then every partial sum is
+    an exact float32 integer, and BLAS runs twice as fast), else float64."""
+    return np.float32 if bounds.max(initial=0) < EXACT_F32 else np.float64
+
+
 def acc_dtype(bias: np.ndarray, v: np.ndarray, a_in: int) -> type[np.floating]:
-    """float32 when the section 4.3 bound of every output channel is below 2^24 (then every
-    partial sum is an exact float32 integer, and BLAS runs twice as fast), else float64."""
-    return np.float32 if acc_bounds(bias, v, a_in).max(initial=0) < EXACT_F32 else np.float64
+    """:func:`dtype_for_bounds` of the layer's :func:`acc_bounds`."""
+    return dtype_for_bounds(acc_bounds(bias, v, a_in))
 
 
 def _padded_diff(q: np.ndarray, z_in: int, pad: int, dtype: type[np.floating]) -> np.ndarray:
@@ -155,7 +160,8 @@ def conv_dense_hwc(
         d = np.empty((h, w, cin), dtype=dt)
     else:
         d = np.zeros((h + 2 * pad, w + 2 * pad, cin), dtype=dt)
-    inner = d[pad : pad + h, pad : pad + w].reshape(h, w, *src.shape[2:])
+    # split the channels as src has them on the contiguous array (always a view), then slice
+    inner = d.reshape(*d.shape[:2], *src.shape[2:])[pad : pad + h, pad : pad + w]
     inner[...] = src
     inner -= z_in
     cout = taps.shape[2]
